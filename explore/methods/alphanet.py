@@ -1,0 +1,223 @@
+"""AlphaNet: post-hoc rare-class classifier correction.
+
+Kishore & Koushik et al., "AlphaNet" (papers/alphanet-full.txt §3, Appendix A/B;
+reference code github.com/jayanthkoushik/alphanet). For each few class c with
+base-model classifier row w^c and its k nearest base classes' rows v_1..v_k
+(nearest first, by the distance between class-mean features):
+
+    α   = f([w^c; v_1; …; v_k])          a small MLP shared by every few class
+    α̃   = α / ‖α‖₁
+    ŵ^c = w^c + Σ_i α̃_i v_i                                        (eq. 1)
+
+Few classes score ``f(x)·ŵ^c + b_c``; base rows and biases stay frozen.
+
+Because ŵ^c is linear in the rows, ``f(x)·ŵ^c = f(x)·w^c + Σ_i α̃_i f(x)·v_i``: a
+few-class logit is the same combination of *base-model logits*. So the logits
+``Z = F Wᵀ`` of every split are computed once and serve every epoch, seed and
+configuration that shares the features and base model (METHODS.md).
+
+Resolutions (METHODS.md): biases stay frozen as in the reference code
+(``learn_bias=True`` gives the paper's learned few biases); model selection keeps
+the epoch with the best overall validation top-1 among epochs >= ``select_from_epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+Distance = Literal["euclidean", "cosine"]
+
+
+@dataclass(frozen=True)
+class AlphaNetParams:
+    """AlphaNet's knobs and training settings (defaults: the reference code)."""
+
+    k: int = 5
+    """Number of nearest base classes combined into each few-class classifier."""
+    distance: Distance = "euclidean"
+    """Distance between class-mean features used to find the neighbours."""
+    rho: float = 0.5
+    """Base samples per few sample in each epoch: floor(rho·F) are drawn."""
+    neighbors: Literal["nearest", "random"] = "nearest"
+    """'random' is the paper's control: k random base classes."""
+    learn_bias: bool = False
+    """Learn new few-class biases (paper) instead of keeping the base model's (code)."""
+    epochs: int = 25
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_step_epochs: int = 10
+    """The learning rate is multiplied by ``lr_gamma`` every this many epochs."""
+    lr_gamma: float = 0.1
+    hidden: int = 32
+    select_from_epoch: int = 5
+    """Model selection ignores epochs before this one (1-based)."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"alphanet: k={self.k} must be >= 1 (sweeps start at 2: with k=1 nothing is learned)")
+        if self.distance not in ("euclidean", "cosine"):
+            raise ValueError(f"alphanet: distance={self.distance!r} must be 'euclidean' or 'cosine'")
+        if not self.rho > 0:
+            raise ValueError(f"alphanet: rho={self.rho} must be > 0")
+        if self.neighbors not in ("nearest", "random"):
+            raise ValueError(f"alphanet: neighbors={self.neighbors!r} must be 'nearest' or 'random'")
+        for name in ("epochs", "batch_size", "hidden", "lr_step_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"alphanet: {name}={getattr(self, name)} must be >= 1")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError("alphanet: lr must be > 0 and weight_decay >= 0")
+
+    def check_against(self, num_base_classes: int) -> None:
+        """Knobs that depend on the data: k cannot exceed the number of base classes."""
+        if self.k > num_base_classes:
+            raise ValueError(
+                f"alphanet: k={self.k} is larger than the {num_base_classes} base (many+medium) "
+                f"classes of this dataset; use k <= {num_base_classes}"
+            )
+
+
+def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean training feature of each class, C×d (float64 for stable distances)."""
+    sums = np.zeros((num_classes, features.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, features)
+    counts = np.bincount(labels, minlength=num_classes)
+    if (counts == 0).any():
+        raise ValueError(f"classes without training samples: {np.flatnonzero(counts == 0).tolist()}")
+    return sums / counts[:, None]
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray, distance: Distance) -> np.ndarray:
+    """μ(a_i, b_j): euclidean ‖a−b‖₂ or cosine 1 − a·b/(‖a‖‖b‖)."""
+    if distance == "euclidean":
+        sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+        return np.sqrt(np.maximum(sq, 0.0))
+    if distance == "cosine":
+        an = a / np.linalg.norm(a, axis=1, keepdims=True)
+        bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return 1.0 - an @ bn.T
+    raise ValueError(f"unknown distance {distance!r}")
+
+
+def nearest_base_classes(
+    means: np.ndarray, few: np.ndarray, base: np.ndarray, k: int, distance: Distance
+) -> np.ndarray:
+    """For each few class (in ``few`` order), its k nearest base classes, nearest first.
+
+    Ties are broken by class index (stable sort), so the result is deterministic.
+    """
+    dist = pairwise_distances(means[few], means[base], distance)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return base[order]
+
+
+def random_base_classes(few: np.ndarray, base: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The paper's control: k distinct random base classes per few class."""
+    return np.stack([rng.choice(base, size=k, replace=False) for _ in few])
+
+
+def normalize_alphas(alphas: torch.Tensor) -> torch.Tensor:
+    """α̃ = α / ‖α‖₁ over the last axis."""
+    return alphas / alphas.abs().sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def combine(w, neighbors, alphas):
+    """ŵ = w + Σ_i α̃_i v_i from a class's row ``w`` (…, d), its k neighbour rows
+    ``neighbors`` (…, k, d) and the raw (unnormalised) ``alphas`` (…, k).
+
+    numpy arrays in → numpy out; torch tensors in → torch out.
+    """
+    as_numpy = isinstance(w, np.ndarray)
+    w_t, v_t, a_t = (torch.as_tensor(x) for x in (w, neighbors, alphas))
+    w_hat = w_t + (normalize_alphas(a_t).unsqueeze(-1) * v_t).sum(dim=-2)
+    return w_hat.numpy() if as_numpy else w_hat
+
+
+def network_input(weight: np.ndarray, few: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+    """The α-network's input per few class: the flattened (k+1)×d stack [w^c; v_1..v_k]."""
+    stack = np.concatenate([weight[few][:, None, :], weight[nbrs]], axis=1)
+    return stack.reshape(len(few), -1)
+
+
+def make_alpha_network(in_dim: int, k: int, hidden: int = 32) -> nn.Sequential:
+    """Linear → (LeakyReLU(0.01) → Linear) × 3, no output activation, PyTorch default init."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.LeakyReLU(0.01),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.01),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.01),
+        nn.Linear(hidden, k),
+    )
+
+
+class StackedAlphaNetworks(nn.Module):
+    """R independent α-networks evaluated as one batched model (one per seed).
+
+    Seed r's layers are initialised exactly as ``make_alpha_network`` would be after
+    ``torch.manual_seed(seeds[r])``, so training the stack with an element-wise
+    optimiser (AdamW) equals R separate runs up to float rounding.
+    """
+
+    def __init__(self, in_dim: int, k: int, hidden: int, seeds: list[int]) -> None:
+        super().__init__()
+        nets = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            nets.append(make_alpha_network(in_dim, k, hidden))
+        linears = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i].weight.detach().T for layers in linears]))
+            for i in range(4)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i].bias.detach() for layers in linears]))
+            for i in range(4)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n_few, in_dim), shared by all seeds → raw α (R, n_few, k)."""
+        h = torch.einsum("fi,rio->rfo", x, self.weights[0]) + self.biases[0][:, None, :]
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = torch.nn.functional.leaky_relu(h, 0.01)
+            h = torch.bmm(h, w) + b[:, None, :]
+        return h
+
+
+def few_class_logits(
+    base_logits: torch.Tensor, few: torch.Tensor, nbrs: torch.Tensor, alpha_tilde: torch.Tensor
+) -> torch.Tensor:
+    """Few-class logits without bias, as combinations of bias-free base-model logits.
+
+    base_logits: (..., N, C) = F Wᵀ; few: (n_few,); nbrs: (n_few, k);
+    alpha_tilde: (..., n_few, k) → (..., N, n_few).
+    """
+    own = base_logits[..., few]
+    neigh = base_logits[..., nbrs]  # (..., N, n_few, k)
+    return own + (neigh * alpha_tilde.unsqueeze(-3)).sum(-1)
+
+
+def epoch_sample_indices(
+    labels: np.ndarray, few_mask_by_class: np.ndarray, rho: float, rng: np.random.Generator
+) -> np.ndarray:
+    """One epoch's training samples: every few-split sample plus floor(rho·F) base
+    samples drawn with replacement (a base class uniformly, then a sample uniformly
+    within it), shuffled."""
+    is_few = few_mask_by_class[labels]
+    few_idx = np.flatnonzero(is_few)
+    n_base = int(np.floor(rho * len(few_idx)))
+    base_classes = np.flatnonzero(~few_mask_by_class)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], base_classes)
+    sizes = np.searchsorted(labels[order], base_classes, side="right") - starts
+    picked = rng.choice(len(base_classes), size=n_base)
+    base_idx = order[starts[picked] + rng.integers(0, sizes[picked])]
+    idx = np.concatenate([few_idx, base_idx])
+    rng.shuffle(idx)
+    return idx

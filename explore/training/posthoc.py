@@ -1,0 +1,98 @@
+"""What every post-hoc method needs from a base model, computed once.
+
+The base model's bias-free logits ``Z = F Wᵀ`` for each split are the expensive
+part (N×d×C); AlphaNet only ever recombines their columns (METHODS.md), so they are
+built once per (features, base model) and reused by every epoch, seed and trial
+that runs in the same worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explore.splits import SplitThresholds
+
+
+@dataclass(frozen=True)
+class LinearClassifier:
+    """A linear classifier on features: logits = F Wᵀ + b."""
+
+    weight: np.ndarray  # C×d float32
+    bias: np.ndarray  # C float32
+
+    def __post_init__(self) -> None:
+        if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(
+                f"classifier weight must be C×d and bias C; got {self.weight.shape} and {self.bias.shape}"
+            )
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weight.T + self.bias
+
+
+@dataclass(frozen=True)
+class SplitLogits:
+    """Bias-free base logits of one split and its labels."""
+
+    logits: torch.Tensor  # N×C float32, F Wᵀ (no bias)
+    labels: torch.Tensor  # N int64
+
+
+@dataclass(frozen=True)
+class PosthocInputs:
+    """Everything a post-hoc method trains and evaluates on."""
+
+    classifier: LinearClassifier
+    class_means: np.ndarray  # C×d, training-feature means (for neighbour search)
+    counts: np.ndarray  # C training samples per class
+    split_of_class: np.ndarray  # C of 'many' | 'medium' | 'few'
+    train: SplitLogits
+    val: SplitLogits | None
+    test: SplitLogits
+    train_labels: np.ndarray  # N_train int64 (numpy, for samplers)
+
+    @property
+    def few_mask(self) -> np.ndarray:
+        return self.split_of_class == "few"
+
+    @property
+    def num_base_classes(self) -> int:
+        return int((~self.few_mask).sum())
+
+
+def build_posthoc_inputs(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    classifier: LinearClassifier,
+    num_classes: int,
+    thresholds: SplitThresholds,
+) -> PosthocInputs:
+    """``splits`` maps 'train'/'val'/'test' to (features N×d, labels N)."""
+    from explore.methods.alphanet import class_means
+
+    train_x, train_y = splits["train"]
+    counts = np.bincount(train_y, minlength=num_classes)
+    weight_t = torch.from_numpy(np.ascontiguousarray(classifier.weight, dtype=np.float32))
+
+    def split_logits(name: str) -> SplitLogits | None:
+        if name not in splits:
+            return None
+        x, y = splits[name]
+        z = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) @ weight_t.T
+        return SplitLogits(z, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+    train = split_logits("train")
+    test = split_logits("test")
+    assert train is not None and test is not None
+    return PosthocInputs(
+        classifier=classifier,
+        class_means=class_means(train_x, train_y, num_classes),
+        counts=counts,
+        split_of_class=thresholds.split_of_class(counts),
+        train=train,
+        val=split_logits("val"),
+        test=test,
+        train_labels=np.asarray(train_y, dtype=np.int64),
+    )
