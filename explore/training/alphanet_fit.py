@@ -10,7 +10,7 @@ in benchmarks). Training and evaluation only recombine precomputed base logits
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,19 +26,8 @@ from explore.methods.alphanet import (
     normalize_alphas,
     random_base_classes,
 )
+from explore.training.outcome import SeedResult
 from explore.training.posthoc import PosthocInputs, SplitLogits
-
-
-@dataclass
-class SeedResult:
-    """One seed's outcome: test metrics at the selected epoch, and validation ones."""
-
-    seed: int
-    best_epoch: int
-    test: dict[str, float]
-    val: dict[str, float]
-    val_curve: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,231 @@
+"""Everything a sweep needs before its first trial, each piece cached in the store.
+
+data → backbone (a Ray Train job) → features (Arrow shards) → base model (cRT, …).
+Each step is keyed by everything that determines it, so a second sweep on the same
+data re-trains and re-extracts nothing, and concurrent sweeps extract once (the
+store's lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from explore.config import SweepConfig
+from explore.evaluation import evaluate_logits
+from explore.splits import SplitThresholds
+from explore.store.feature_store import FeatureSet, FeatureSplit, FeatureStore, feature_key
+from explore.training.bases import BaseSpec, train_base
+from explore.training.outcome import SeedResult
+from explore.training.posthoc import LinearClassifier
+from explore.training.registry import DataFacts, MethodSpec
+
+log = logging.getLogger("explore")
+
+PIPELINE_VERSION = 1
+"""Bumped when feature extraction or base training changes meaning (part of every key)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Keys of the cached inputs every trial of a sweep loads."""
+
+    feature_key: str
+    dataset_name: str
+    classes: tuple[str, ...]
+    facts: DataFacts
+    base_name: str | None = None
+    base_key: str | None = None
+    base_result: SeedResult | None = None
+
+
+def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepared:
+    if cfg.features:
+        fkey, dataset_name, given = _imported_features(cfg.features, store)
+    else:
+        fkey, dataset_name = _backbone_features(cfg, store)
+        given = None
+    fset = store.read(fkey)
+    counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
+    facts = DataFacts(fset.num_classes, counts, cfg.splits)
+    prepared = Prepared(fkey, dataset_name, tuple(fset.classes), facts)
+    if not method.posthoc:
+        return prepared
+    base_name, base_key, classifier = _base_model(cfg, store, fset, fkey, given)
+    result = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
+    return Prepared(fkey, dataset_name, tuple(fset.classes), facts, base_name, base_key, result)
+
+
+def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {name: (s.features, s.labels) for name, s in fset.splits.items()}
+
+
+def evaluate_classifier(
+    classifier: LinearClassifier, fset: FeatureSet, thresholds: SplitThresholds, seed: int
+) -> SeedResult:
+    counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
+    split_of_class = thresholds.split_of_class(counts)
+    test = evaluate_logits(classifier.logits(fset.test.features), fset.test.labels, split_of_class)
+    val = {}
+    if "val" in fset.splits and len(fset.val.labels):
+        val = evaluate_logits(classifier.logits(fset.val.features), fset.val.labels, split_of_class)
+    return SeedResult(seed=seed, best_epoch=0, test=test, val=val)
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+def _imported_features(uri: str, store: FeatureStore) -> tuple[str, str, LinearClassifier | None]:
+    from explore.store.imported import import_feature_dir, imported_feature_key
+
+    key = imported_feature_key(uri)
+    holder: dict[str, Any] = {}
+
+    def build() -> FeatureSet:
+        fset, classifier = import_feature_dir(uri)
+        holder["classifier"] = classifier
+        return fset
+
+    store.get_or_build(key, build)
+    given = None
+    if "classifier" in holder and holder["classifier"] is not None:
+        c = holder["classifier"]
+        given = LinearClassifier(np.asarray(c.weight, np.float32), np.asarray(c.bias, np.float32))
+    elif not holder:  # cache hit: the classifier (if any) was imported with the features
+        _, given = import_feature_dir(uri)
+        if given is not None:
+            given = LinearClassifier(np.asarray(given.weight, np.float32), np.asarray(given.bias, np.float32))
+    log.info("features: imported %s (key %s)", uri, key)
+    return key, "imported", given
+
+
+def _backbone_config(cfg: SweepConfig) -> Any:
+    from explore.backbone.loop import BackboneTrainConfig
+
+    allowed = {f.name for f in fields(BackboneTrainConfig)}
+    unknown = sorted(set(cfg.backbone) - allowed)
+    if unknown:
+        raise ValueError(f"backbone: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+    values = dict(cfg.backbone)
+    if "lr_milestones" in values:
+        values["lr_milestones"] = tuple(values["lr_milestones"])
+    return BackboneTrainConfig(**values)
+
+
+def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str]:
+    """Train (or find) the backbone, then extract (or find) its features."""
+    from explore.backbone.models import ModelSpec
+    from explore.data.registry import DatasetConfig, load_dataset
+
+    dataset = load_dataset(DatasetConfig.from_mapping(cfg.dataset))
+    bcfg = _backbone_config(cfg)
+    in_channels = 1 if dataset.train.images is not None and dataset.train.images.ndim == 3 else 3
+    spec = ModelSpec(bcfg.arch, dataset.num_classes, in_channels)
+    backbone_key = feature_key(
+        {"kind": "backbone", "v": PIPELINE_VERSION, "dataset": dataset.params,
+         "model": spec.as_dict(), "train": bcfg.as_dict()}
+    )
+    if store.has_json(backbone_key, "backbone"):
+        record = store.get_json(backbone_key, "backbone")
+        if store.has(record["feature_key"]):
+            log.info("features: cache hit %s (backbone %s)", record["feature_key"], bcfg.arch)
+            return record["feature_key"], dataset.name
+    state = _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset)
+    return _extract(cfg, store, backbone_key, spec, state, dataset), dataset.name
+
+
+def _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    if store.has_arrays(backbone_key, "weights"):
+        log.info("backbone: cached weights %s", backbone_key)
+        return store.get_arrays(backbone_key, "weights")[0]
+    from explore.backbone.ray_job import run_backbone_job
+    from explore.store.uri import is_s3, resolve
+
+    log.info(
+        "backbone: training %s on %d images as a Ray Train job (%d workers, %d epochs)",
+        bcfg.arch, len(dataset.train), bcfg.num_workers, bcfg.epochs,
+    )
+    fs, root = resolve(cfg.storage_uri)
+    state, metrics = run_backbone_job(
+        spec, dataset.train, dataset.val if len(dataset.val) else None, bcfg, None,
+        f"{root}/ray-train", run_name=f"backbone-{backbone_key}",
+        storage_filesystem=fs if is_s3(cfg.storage_uri) else None,
+        max_failures=cfg.runner.max_failures,
+        decode=_decoder(cfg),
+    )
+    log.info("backbone: done, val top-1 %.3f", float(metrics.get("val_acc", float("nan"))))
+    arrays = {name: t.detach().cpu().numpy() for name, t in state.items()}
+    store.put_arrays(backbone_key, "weights", arrays, {"arch": bcfg.arch})
+    return arrays
+
+
+def _decoder(cfg: SweepConfig):  # type: ignore[no-untyped-def]
+    size = cfg.dataset.get("image_size")
+    if not size:
+        return None
+    import functools
+
+    from explore.data.list_datasets import load_image
+
+    return functools.partial(load_image, size=size)
+
+
+def _extract(cfg, store, backbone_key, spec, state, dataset) -> str:  # type: ignore[no-untyped-def]
+    import torch
+
+    from explore.backbone.extract import extract_features
+    from explore.backbone.models import weights_digest
+
+    model = spec.build()
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    digest = weights_digest(model)
+    fkey = feature_key(
+        {"kind": "features", "v": PIPELINE_VERSION, "dataset": dataset.params, "arch": spec.arch,
+         "weights": digest, "preprocess": spec.resolved_preprocess().as_dict()}
+    )
+    decode = _decoder(cfg)
+
+    def build() -> FeatureSet:
+        log.info("features: extracting %s for train/val/test", spec.arch)
+        splits = {}
+        for name in ("train", "val", "test"):
+            split = getattr(dataset, name)
+            feats = extract_features(model, split, decode=decode) if len(split) else np.zeros((0, model.feature_dim), np.float32)
+            splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
+        return FeatureSet(splits, tuple(dataset.classes), {"dataset": dataset.params, "arch": spec.arch, "weights": digest})
+
+    store.get_or_build(fkey, build)
+    store.put_json(backbone_key, "backbone", {"feature_key": fkey, "weights": digest})
+    log.info("features: cached as %s", fkey)
+    return fkey
+
+
+# ---------------------------------------------------------------------------------------------
+# base model
+
+
+def _base_model(
+    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str, given: LinearClassifier | None
+) -> tuple[str, str, LinearClassifier]:
+    if given is not None and cfg.base.get("name") in (None, "given"):
+        key = feature_key({"kind": "base", "features": fkey, "base": "given"})
+        if not store.has_arrays(key, "classifier"):
+            store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias}, {"base": "given"})
+        return "given", key, given
+    spec = BaseSpec.from_mapping(dict(cfg.base))
+    key = feature_key(
+        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, "base": spec.name,
+         "train": vars(spec.train), "seed": cfg.seed}
+    )
+    if store.has_arrays(key, "classifier"):
+        arrays, _ = store.get_arrays(key, "classifier")
+        log.info("base: cached %s (%s)", spec.name, key)
+        return spec.name, key, LinearClassifier(arrays["weight"], arrays["bias"])
+    log.info("base: training %s on cached features", spec.name)
+    classifier = train_base(spec, splits_of(fset), fset.num_classes, cfg.seed)
+    store.put_arrays(key, "classifier", {"weight": classifier.weight, "bias": classifier.bias}, {"base": spec.name})
+    return spec.name, key, classifier

@@ -1,0 +1,1 @@
+"""Sweep results as Parquet: one file per finished trial, read as one dataset."""

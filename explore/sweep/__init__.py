@@ -1,0 +1,1 @@
+"""``python -m explore.sweep NAME [overrides]``: a Ray Tune + Optuna sweep of one search space."""

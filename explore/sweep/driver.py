@@ -1,0 +1,230 @@
+"""The sweep driver: prepare cached inputs, run Ray Tune + Optuna, report.
+
+Order of work: validate the config and every knob's range → reach storage → connect
+to (or start) Ray → prepare features and the base model (cached) → run the Tuner
+(trial rows land as Parquet as trials finish) → record failed trials → print the
+summary and, last, ``results: <uri>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from explore import __version__
+from explore.config import ConfigError, KnobSpace, SweepConfig, sweep_config
+from explore.results import writer
+from explore.store import uri as storage
+
+log = logging.getLogger("explore")
+
+
+def new_sweep_id(space_name: str) -> str:
+    return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def checked_space(cfg: SweepConfig, method: Any, facts: Any) -> dict[str, KnobSpace]:
+    """Every knob must be a parameter of the method and valid at both ends of its
+    range, before any trial runs. A range reaching past a data-dependent limit (k above
+    the number of base classes, W above the number of classes) is capped, with a note;
+    a fixed value past it is an error."""
+    params0 = method.make_params(cfg.method_settings())
+    limits = method.limits(facts)
+    out = {}
+    for name, knob in cfg.space.items():
+        if name not in {f.name for f in dataclasses.fields(params0)}:
+            raise ConfigError(f"space.{name} is not a parameter of method {method.name}")
+        if knob.type == "int" and name in limits and knob.high > limits[name] >= knob.low:
+            log.warning("space.%s: range %g..%g capped at %d for this dataset", name, knob.low, knob.high, limits[name])
+            knob = dataclasses.replace(knob, high=limits[name])
+        for value in knob.bounds():
+            try:
+                params = dataclasses.replace(params0, **{name: value})
+                method.check(params, facts)
+            except ValueError as exc:
+                raise ConfigError(f"space.{name}={value!r}: {exc}") from None
+        out[name] = knob
+    method.check(params0, facts)
+    return out
+
+
+def _init_ray(cfg: SweepConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        log.info("ray: connecting to the running cluster at %s", os.environ["RAY_ADDRESS"])
+        ray.init(log_to_driver=False)
+    else:
+        log.info("ray: starting a local cluster")
+        # trial_driver: the resource Train-in-Tune trial drivers hold instead of a CPU.
+        ray.init(resources={"trial_driver": 2}, log_to_driver=False)
+
+
+def _sweep_location(cfg: SweepConfig) -> tuple[str, str, bool]:
+    """(storage_uri, sweep_id, resuming)."""
+    if not cfg.resume:
+        return cfg.storage_uri, new_sweep_id(cfg.space_name), False
+    ref = cfg.resume.rstrip("/")
+    if "/sweeps/" in ref:
+        root, sweep_id = ref.rsplit("/sweeps/", 1)
+        return root, sweep_id, True
+    return cfg.storage_uri, ref, True
+
+
+def _save_config(storage_uri: str, sweep_id: str, raw: dict[str, Any]) -> None:
+    fs, path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/sweep.json") as f:
+        f.write(json.dumps(raw, indent=2, sort_keys=True, default=str).encode())
+
+
+def _load_config(storage_uri: str, sweep_id: str) -> dict[str, Any]:
+    fs, path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+    try:
+        with fs.open_input_file(f"{path}/sweep.json") as f:
+            return json.loads(f.read_buffer(f.size()).to_pybytes())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"resume: no sweep {sweep_id!r} under {storage_uri} (no sweep.json); check the id and storage_uri"
+        ) from None
+
+
+def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
+    """Run (or resume) a sweep; returns the URI of its Parquet results."""
+    from ray import tune
+
+    from explore.pipeline import prepare
+    from explore.store.feature_store import FeatureStore
+    from explore.sweep import search
+    from explore.sweep.progress import ProgressReporter
+    from explore.sweep.summary import configuration_table, format_table
+    from explore.sweep.trial import TrialContext, result_row, trainable
+    from explore.training.registry import get_method
+
+    storage_uri, sweep_id, resuming = _sweep_location(cfg)
+    if resuming:
+        raw = _load_config(storage_uri, sweep_id)
+        raw["storage_uri"] = storage_uri
+        cfg = sweep_config(OmegaConf.create(raw), str(raw.get("space_name", cfg.space_name)))
+    method = get_method(cfg.method_name)
+    method.make_params(cfg.method_settings())  # fail on bad settings before touching anything
+    store = FeatureStore(storage_uri)  # checks the storage is reachable
+    if cfg.mode != "head":
+        raise ConfigError("mode=full is not available for this method yet; use mode=head")
+    _init_ray(cfg)
+    prepared = prepare(cfg, method, store)
+    space = checked_space(cfg, method, prepared.facts)
+    if cfg.search.metric.startswith("val_") and prepared.base_result is not None and not prepared.base_result.val:
+        raise ConfigError(
+            f"search.metric={cfg.search.metric} needs a validation split, and this data has none: "
+            "set dataset.val_per_class (and lower dataset.n_max) or give features with val.npz"
+        )
+    num_samples = cfg.num_samples
+    if cfg.search.sampler == "grid":
+        num_samples = search.grid_size(space)
+        log.info("grid search: %d configurations", num_samples)
+    if not resuming:
+        _save_config(storage_uri, sweep_id, {**raw, "space_name": cfg.space_name, "sweep_id": sweep_id})
+    log.info("sweep %s: %s, %d configurations × %d seeds", sweep_id, cfg.space_name, num_samples, cfg.repeats)
+
+    ctx = TrialContext(
+        sweep_id=sweep_id,
+        space_name=cfg.space_name,
+        storage_uri=storage_uri,
+        feature_key=prepared.feature_key,
+        dataset_name=prepared.dataset_name,
+        method_name=cfg.method_name,
+        method_settings=cfg.method_settings(),
+        seeds=tuple(cfg.seeds),
+        thresholds=cfg.splits,
+        mode=cfg.mode,
+        base_name=prepared.base_name,
+        base_key=prepared.base_key,
+        code_version=code_version(),
+    )
+    done = writer.existing_names(storage_uri, sweep_id)
+    if prepared.base_result is not None and f"base-{prepared.base_name}" not in done:
+        base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name))
+        row = result_row(base_ctx, f"base-{prepared.base_name}", str(prepared.base_name), None, None,
+                         prepared.base_result)
+        writer.write_rows(storage_uri, sweep_id, f"base-{prepared.base_name}", [row])
+
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, ctx=ctx),
+        {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial},
+    )
+    fs, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+    storage_fs = None if isinstance(fs, __import__("pyarrow.fs").fs.LocalFileSystem) else fs
+    experiment = f"{sweep_path}/tune"
+    progress = ProgressReporter(num_samples, cfg.search.metric, ctx)
+    if resuming and tune.Tuner.can_restore(experiment, storage_filesystem=storage_fs):
+        log.info("resume: restoring %s (finished trials are kept, unfinished ones rerun)", sweep_id)
+        tuner = tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=storage_fs)
+    else:
+        study = search.journal_storage(_journal_path(storage_uri, sweep_id))
+        tuner = tune.Tuner(
+            fn,
+            param_space=search.param_space(space),
+            tune_config=tune.TuneConfig(
+                metric=cfg.search.metric,
+                mode=cfg.search.mode,
+                search_alg=search.searcher(cfg, space, sweep_id, study),
+                num_samples=num_samples,
+                max_concurrent_trials=cfg.search.max_concurrent_trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=sweep_path,
+                storage_filesystem=storage_fs,
+                failure_config=tune.FailureConfig(max_failures=cfg.runner.max_failures),
+                callbacks=[progress],
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+
+    uri = writer.results_uri(storage_uri, sweep_id)
+    rows = writer.read_results(uri)
+    print()
+    print(format_table(configuration_table(rows, cfg.search.metric)))
+    errors = int((rows["status"] != "ok").sum())
+    if errors:
+        print(f"\n{errors} row(s) of failed trials are recorded with status=error")
+    return uri
+
+
+def _journal_path(storage_uri: str, sweep_id: str) -> str:
+    """The Optuna journal lives beside the sweep on local storage; for S3 it is kept
+    locally under ~/.cache/explore (a journal needs a local file)."""
+    if storage.is_s3(storage_uri):
+        path = Path.home() / ".cache" / "explore" / "optuna" / f"{sweep_id}.journal"
+    else:
+        _, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+        path = Path(sweep_path) / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)

@@ -1,0 +1,73 @@
+"""What the driver shows and records as trials end (a Tune callback)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from explore.results import writer
+from explore.store.uri import redact
+
+log = logging.getLogger("explore")
+
+
+class ProgressReporter(Callback):
+    """One line per finished trial; status=error rows for a trial that failed for good
+    (after its retries), so the results say what was attempted; a stale error file
+    is removed when a resumed trial later succeeds."""
+
+    def __init__(self, total: int, metric: str, ctx: Any) -> None:
+        self.total, self.metric, self.ctx = total, metric, ctx
+        self.finished = 0
+        self.start = time.monotonic()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        result = trial.last_result or {}
+        knobs = ", ".join(f"{k}={v}" for k, v in sorted(trial.config.items()))
+        print(
+            f"[{self.finished}/{self.total}] {knobs}: {self.metric} {result.get(self.metric, float('nan')):.4f}"
+            f"  few {result.get('acc_few', float('nan')):.4f}  overall {result.get('acc_overall', float('nan')):.4f}"
+            f"  ({int(result.get('num_seeds', 0))} seeds, {time.monotonic() - self.start:.0f} s elapsed)",
+            flush=True,
+        )
+        writer.delete_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        from explore.sweep.trial import result_row
+        from explore.training.outcome import SeedResult
+        from explore.training.registry import get_method
+
+        message = _error_line(trial)
+        print(f"[{self.finished}/{self.total}] trial {trial.trial_id} failed: {message}", flush=True)
+        if f"trial-{trial.trial_id}" in writer.existing_names(self.ctx.storage_uri, self.ctx.sweep_id):
+            return  # its rows were written before the failure (e.g. lost while reporting)
+        method = get_method(self.ctx.method_name)
+        try:
+            params = method.make_params({**self.ctx.method_settings, **dict(trial.config)})
+        except ValueError:
+            params = None
+        rows = [
+            result_row(self.ctx, trial.trial_id, self.ctx.method_name, self.ctx.base_name, params,
+                       SeedResult(seed=s, best_epoch=0, test={}, val={}), status="error", error=message)
+            for s in self.ctx.seeds
+        ]
+        writer.write_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}", rows)
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of the trial's error (the exception message), redacted."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        if path:
+            with open(path) as f:
+                text = f.read()
+    except OSError:
+        pass
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return redact(lines[-1].strip())[:500] if lines else "unknown error (see the Ray logs)"

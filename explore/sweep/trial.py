@@ -1,0 +1,152 @@
+"""One trial: a configuration's knobs → every seed trained → result rows.
+
+``run_configuration`` is a plain function (the unit tests and a one-off rerun of a
+row call it directly); ``trainable`` is the thin Tune wrapper around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from explore.splits import SplitThresholds
+from explore.training.outcome import SeedResult
+from explore.training.registry import TrialInputs, get_method
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares (pickled once into the Tune trainable)."""
+
+    sweep_id: str
+    space_name: str
+    storage_uri: str
+    feature_key: str
+    dataset_name: str
+    method_name: str
+    method_settings: dict[str, Any]
+    seeds: tuple[int, ...]
+    thresholds: SplitThresholds
+    mode: str = "head"
+    base_name: str | None = None
+    base_key: str | None = None
+    code_version: str = ""
+
+
+_INPUTS: OrderedDict[tuple[str, str, str | None, SplitThresholds], TrialInputs] = OrderedDict()
+_MAX_CACHED = 2
+
+
+def load_inputs(ctx: TrialContext) -> TrialInputs:
+    """Features (and base logits) for this sweep, loaded once per worker process:
+    with ``reuse_actors`` every later trial in the process skips the load."""
+    key = (ctx.storage_uri, ctx.feature_key, ctx.base_key, ctx.thresholds)
+    if key in _INPUTS:
+        _INPUTS.move_to_end(key)
+        return _INPUTS[key]
+    from explore.pipeline import splits_of
+    from explore.store.feature_store import FeatureStore
+    from explore.training.posthoc import LinearClassifier, build_posthoc_inputs
+
+    store = FeatureStore(ctx.storage_uri, check=False)
+    fset = store.read(ctx.feature_key)
+    posthoc = None
+    if ctx.base_key is not None:
+        arrays, _ = store.get_arrays(ctx.base_key, "classifier")
+        classifier = LinearClassifier(arrays["weight"], arrays["bias"])
+        splits = {n: s for n, s in splits_of(fset).items() if len(s[1]) or n == "train"}
+        posthoc = build_posthoc_inputs(splits, classifier, fset.num_classes, ctx.thresholds)
+    inputs = TrialInputs(fset, posthoc, ctx.thresholds)
+    _INPUTS[key] = inputs
+    while len(_INPUTS) > _MAX_CACHED:
+        _INPUTS.popitem(last=False)
+    return inputs
+
+
+def run_configuration(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> list[dict[str, Any]]:
+    """Train every seed of one configuration; one result row per seed."""
+    method = get_method(ctx.method_name)
+    params = method.make_params({**ctx.method_settings, **knobs})
+    results = method.run(load_inputs(ctx), params, list(ctx.seeds))
+    return [
+        result_row(ctx, trial_id, ctx.method_name, ctx.base_name, params, r) for r in results
+    ]
+
+
+def result_row(
+    ctx: TrialContext,
+    trial_id: str,
+    method: str,
+    base: str | None,
+    params: Any,
+    result: SeedResult,
+    status: str = "ok",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One Parquet row: ids, every knob the method has, test and validation metrics, provenance."""
+    param_values = dataclasses.asdict(params) if params is not None else {}
+    row: dict[str, Any] = {
+        "sweep_id": ctx.sweep_id,
+        "space": ctx.space_name,
+        "trial_id": trial_id,
+        "seed": result.seed,
+        "method": method,
+        "base": base,
+        "mode": ctx.mode,
+        "status": status,
+        "dataset": ctx.dataset_name,
+        "feature_key": ctx.feature_key,
+        "train_seconds": result.train_seconds,
+        "best_epoch": result.best_epoch,
+        "many_above": ctx.thresholds.many_above,
+        "few_below": ctx.thresholds.few_below,
+        "code_version": ctx.code_version,
+        "params_json": json.dumps(param_values, sort_keys=True, default=str),
+        "error": error,
+    }
+    from explore.results.schema import KNOB_COLUMNS
+
+    for knob in KNOB_COLUMNS:
+        row[knob] = param_values.get(knob)
+    for name, value in result.test.items():
+        row[name] = value
+    for name, value in result.val.items():
+        if name.startswith("acc_"):
+            row["val_" + name] = value
+    return row
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over seeds of the numeric metrics: what Tune and Optuna see of a trial."""
+    out: dict[str, float] = {"num_seeds": float(len(rows))}
+    for name in ("val_acc_overall", "val_acc_many", "val_acc_medium", "val_acc_few",
+                 "acc_overall", "acc_many", "acc_medium", "acc_few", "top5_overall", "train_seconds"):
+        values = [float(r[name]) for r in rows if r.get(name) is not None and not math.isnan(float(r[name]))]
+        out[name] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune function: rows are written (atomically) before the result is reported,
+    so a finished trial is never lost; a restarted trial whose rows exist reuses them."""
+    from ray import tune
+
+    from explore.results import writer
+
+    trial_id = tune.get_context().get_trial_id()
+    name = f"trial-{trial_id}"
+    if name in writer.existing_names(ctx.storage_uri, ctx.sweep_id):
+        df = writer.read_results(
+            writer.storage.join(writer.results_uri(ctx.storage_uri, ctx.sweep_id), f"{name}.parquet")
+        )
+        rows = df.to_dict("records")
+    else:
+        rows = run_configuration(ctx, dict(config), trial_id)
+        writer.write_rows(ctx.storage_uri, ctx.sweep_id, name, rows)
+    tune.report(summarize_rows(rows))
