@@ -211,7 +211,7 @@ def _extract(cfg, store, backbone_key, spec, state, dataset) -> str:  # type: ig
 def _base_model(
     cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str, given: LinearClassifier | None
 ) -> tuple[str, str, LinearClassifier]:
-    if given is not None and cfg.base.get("name") in (None, "given"):
+    if given is not None:  # the researcher's own classifier is the base (classifier.npz)
         key = feature_key({"kind": "base", "features": fkey, "base": "given"})
         if not store.has_arrays(key, "classifier"):
             store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias}, {"base": "given"})

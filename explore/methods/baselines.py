@@ -1,0 +1,159 @@
+"""Decoupling baselines as pure pieces.
+
+Paper: Kang et al., "Decoupling Representation and Classifier for Long-Tailed
+Recognition", ICLR 2020 (summarised in METHODS.md, "Baselines"); balanced softmax from
+Ren et al., NeurIPS 2020. Pieces:
+
+* cRT: re-train the linear classifier on frozen features with class-balanced sampling
+  — a class uniformly, then a sample uniformly within it
+  (:func:`class_balanced_indices`).
+* τ-normalised classifier: ``w_c / ‖w_c‖^τ`` (:func:`tau_normalize`).
+* LWS: a learned per-class scale ``s_c`` of the classifier; the logits are
+  ``s_c · (f·w_c + b_c)`` — the bias is scaled with the weight row, as in the
+  reference implementation (:func:`lws_logits`).
+* NCM: nearest class mean; the logit is the negative euclidean distance to each class
+  mean (argmax = nearest mean), or the cosine similarity (:func:`ncm_logits`).
+* Balanced softmax / BalCE: train on ``z_j + log n_j`` (:func:`balanced_softmax_logits`)
+  and predict with the plain logits.
+* Plain CE is ``torch.nn.functional.cross_entropy``.
+
+Functions take numpy arrays or torch tensors and return the same kind. No Ray, Hydra
+or S3 here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class TauNormParams:
+    """Knobs of the τ-normalised classifier."""
+
+    tau: float = 1.0
+    """Exponent of the row norm; 0 = the unchanged classifier, 1 = unit-norm rows.
+    Kang et al. pick τ on a validation set from a grid in [0, 1]."""
+
+    def __post_init__(self) -> None:
+        _check_tau(self.tau)
+
+
+@dataclass(frozen=True)
+class NCMParams:
+    """Knobs of the nearest-class-mean classifier."""
+
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    """Distance to the class means: logits are −‖f − μ_c‖₂ or cos(f, μ_c)."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
+
+
+def _check_tau(tau: float) -> None:
+    if not (np.isfinite(tau) and tau >= 0):
+        raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if isinstance(template, torch.Tensor):
+        return result
+    return result.detach().cpu().numpy()
+
+
+def class_balanced_indices(
+    labels: np.ndarray, C: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` sample indices drawn with replacement: a class uniformly, then a sample
+    uniformly within it. Every class in [0, C) must have a sample."""
+    y = np.asarray(labels).astype(np.int64)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if y.size and (y.min() < 0 or y.max() >= C):
+        raise ValueError(f"labels must be class indices in [0, {C})")
+    counts = np.bincount(y, minlength=C)
+    if np.any(counts == 0):
+        raise ValueError(
+            f"classes {np.flatnonzero(counts == 0).tolist()} have no samples to draw from"
+        )
+    by_class = np.argsort(y, kind="stable")
+    start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    cls = rng.integers(0, C, size=n)
+    offset = rng.integers(0, counts[cls])
+    return by_class[start[cls] + offset].astype(np.int64)
+
+
+def balanced_softmax_logits(logits: ArrayT, counts: ArrayT) -> ArrayT:
+    """Balanced softmax training logits ``z_j + log n_j`` (all counts > 0)."""
+    z = _as_tensor(logits)
+    n = _as_tensor(counts).to(z.dtype)
+    if z.ndim != 2 or n.shape != (z.shape[1],):
+        raise ValueError(f"logits must be N×C and counts (C,), got {tuple(z.shape)}, "
+                         f"{tuple(n.shape)}")
+    if not bool(torch.all(n > 0)):
+        raise ValueError("counts must all be > 0")
+    return _like(z + torch.log(n), logits)  # type: ignore[return-value]
+
+
+def tau_normalize(weight: ArrayT, tau: float) -> ArrayT:
+    """τ-normalised classifier rows ``w_c / ‖w_c‖^τ`` (weight is C×d)."""
+    _check_tau(tau)
+    w = _as_tensor(weight)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be C×d, got shape {tuple(w.shape)}")
+    norms = w.norm(dim=1, keepdim=True)
+    if tau > 0 and bool(torch.any(norms == 0)):
+        raise ValueError("weight has an all-zero row; it cannot be τ-normalised")
+    return _like(w / norms.pow(tau), weight)  # type: ignore[return-value]
+
+
+def lws_logits(
+    features: ArrayT, weight: ArrayT, bias: ArrayT | None, scales: ArrayT
+) -> ArrayT:
+    """LWS logits ``s_c · (f·w_c + b_c)``; ``scales`` (C,) are the learned parameters."""
+    f = _as_tensor(features)
+    w = _as_tensor(weight).to(f.dtype)
+    s = _as_tensor(scales).to(f.dtype)
+    if f.ndim != 2 or w.ndim != 2 or w.shape[1] != f.shape[1] or s.shape != (w.shape[0],):
+        raise ValueError(f"need features N×d, weight C×d, scales (C,); got {tuple(f.shape)}, "
+                         f"{tuple(w.shape)}, {tuple(s.shape)}")
+    z = f @ w.T
+    if bias is not None:
+        z = z + _as_tensor(bias).to(f.dtype)
+    return _like(z * s, features)  # type: ignore[return-value]
+
+
+def ncm_logits(
+    features: ArrayT,
+    class_means: ArrayT,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+) -> ArrayT:
+    """NCM scores: ``−‖f − μ_c‖₂`` (euclidean) or ``cos(f, μ_c)``; argmax = nearest mean."""
+    f = _as_tensor(features)
+    mu = _as_tensor(class_means).to(f.dtype)
+    if f.ndim != 2 or mu.ndim != 2 or mu.shape[1] != f.shape[1]:
+        raise ValueError(f"need features N×d and class_means C×d, got {tuple(f.shape)}, "
+                         f"{tuple(mu.shape)}")
+    if metric == "euclidean":
+        out = -torch.cdist(f, mu)
+    elif metric == "cosine":
+        fn = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        mn = mu / mu.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out = fn @ mn.T
+    else:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    return _like(out, features)  # type: ignore[return-value]

@@ -1,0 +1,336 @@
+"""LFM: text-guided local feature mixup for long-tail classification.
+
+Paper: "Text-guided mixup towards long-tailed image categorization"
+(``papers/text-guided-mixup-lfm.txt``, §3 and supplementary Algorithms 1–3). Pieces:
+
+* Eq. (1)/(4), local class sampling: with L2-normalised text features ``f_T``::
+
+      p(j | i) = exp(f_Ti·f_Tj / τ) / Σ_{k≠i} exp(f_Ti·f_Tk / τ)   (j ≠ i),  p(i | i) = 0
+
+  (:func:`pair_probabilities`). ``y_i`` is drawn with probability ∝ n_i, i.e. a
+  uniform sample, then ``y_j ~ p(·|y_i)`` and a uniform sample of class y_j
+  (:func:`sample_pairs`).
+* Mixup with label shift: ``x = λ_x x_i + (1 − λ_x) x_j`` with ``λ_x ~ Beta(a, a)``,
+  ``λ_y = clamp(λ_x − α (n_i − n_j)/(n_i + n_j), 0, 1)``,
+  ``y = λ_y e_i + (1 − λ_y) e_j`` (:func:`label_shift`, :func:`mix`), trained with
+  soft-label cross-entropy (:func:`soft_cross_entropy`).
+* Classifier: cosine similarity between the projected image feature ``W_Iᵀ f_I`` and
+  the fixed text features, times a scale (:func:`cosine_logits`); MMS variant
+  ``(z + 0.3·D[y, :]) / 0.01`` with ``D = 1 − text cosine similarity``
+  (:func:`mms_logits`).
+
+Resolutions (METHODS.md and ours):
+
+* The paper's printed denominator of p(j|i) includes k = i; we exclude it so every
+  row sums to one (METHODS.md).
+* Text features are L2-normalised inside every function that uses them, so callers
+  may pass raw encoder output.
+* ``λ_x ~ Beta(0.5, 0.5)`` in the paper; the reference code draws Beta(0.2, 0.2), one
+  λ_x per batch. The Beta parameter is a knob (:attr:`LFMParams.beta_param`) and
+  :func:`mix` takes a scalar (one per batch) or one λ_x per sample.
+* The reference code uses raw cosines as logits (scale 1); the scale is a knob.
+* MMS with mixed (soft) targets: the margin row is the soft-target mixture of rows of
+  D, ``Σ_c t_c D[c, :]``, which equals ``D[y, :]`` for a one-hot target (ours; the
+  paper does not say).
+* :func:`mix` interpolates any trailing shape, so the same code mixes cached feature
+  vectors (head mode, LFM stage 2) and image tensors (full mode, stage 1).
+
+Functions take numpy arrays or torch tensors and return the same kind; sampling uses a
+numpy Generator. No Ray, Hydra or S3 here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class LFMParams:
+    """Knobs of LFM (local sampling, label-shifted mixup, text-feature classifier)."""
+
+    alpha: float = 1.0
+    """Label-shift strength α ≥ 0 (paper 1; Places-LT 1.25/1.5; sweep [0, 2])."""
+    tau: float = 0.05
+    """Temperature τ > 0 of the class-pair distribution (paper 0.05; Places-LT 1.0;
+    sweep {0.002, 0.01, 0.05, 0.25, 1.25, 31.25}). Small τ pairs near classes."""
+    beta_param: float = 0.5
+    """λ_x ~ Beta(a, a). Paper 0.5; the reference code now uses 0.2."""
+    lambda_per_batch: bool = True
+    """One λ_x per batch (reference code) rather than one per sample."""
+    logit_scale: float = 1.0
+    """Scale of the cosine logits (the reference code uses raw cosines: 1)."""
+    mms: bool = False
+    """Use the MMS logits ``(z + margin·D[y, :]) / temperature`` (the paper's best)."""
+    mms_margin: float = 0.3
+    """MMS margin factor on the text distance D."""
+    mms_temperature: float = 0.01
+    """MMS temperature dividing the logits."""
+    prompt: str = "a photo of a {}"
+    """Prompt template for the class-name text features."""
+
+    def __post_init__(self) -> None:
+        _check_alpha(self.alpha)
+        _check_tau(self.tau)
+        if not self.beta_param > 0:
+            raise ValueError(f"beta_param must be > 0, got {self.beta_param}")
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if not self.mms_margin >= 0:
+            raise ValueError(f"mms_margin must be >= 0, got {self.mms_margin}")
+        if not self.mms_temperature > 0:
+            raise ValueError(f"mms_temperature must be > 0, got {self.mms_temperature}")
+        if self.prompt.count("{}") != 1:
+            raise ValueError(f"prompt must contain exactly one '{{}}', got {self.prompt!r}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (math.isfinite(float(alpha)) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+
+
+def _check_tau(tau: float) -> None:
+    if not (math.isfinite(float(tau)) and tau > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if isinstance(template, torch.Tensor):
+        return result
+    return result.detach().cpu().numpy()
+
+
+def _normalise_rows(x: torch.Tensor, what: str) -> torch.Tensor:
+    norms = x.norm(dim=1, keepdim=True)
+    if bool(torch.any(norms == 0)):
+        raise ValueError(f"{what} has an all-zero row; it cannot be L2-normalised")
+    return x / norms
+
+
+def pair_probabilities(text_features: ArrayT, tau: float) -> ArrayT:
+    """C×C matrix of ``p(j | i)`` (rows i sum to 1, zero diagonal).
+
+    Softmax over ``f_i·f_j / τ`` with the diagonal excluded; the softmax subtracts the
+    row maximum, so tiny τ (0.002) stays finite.
+    """
+    _check_tau(tau)
+    f = _as_tensor(text_features)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"text_features must be C×D with C >= 2, got {tuple(f.shape)}")
+    f = _normalise_rows(f, "text_features")
+    scores = (f @ f.T) / tau
+    eye = torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
+    probs = torch.softmax(scores.masked_fill(eye, float("-inf")), dim=1)
+    return _like(probs, text_features)  # type: ignore[return-value]
+
+
+def label_shift(lambda_x: ArrayT | float, n_i: ArrayT | float, n_j: ArrayT | float,
+                alpha: float) -> ArrayT:
+    """``λ_y = clamp(λ_x − α (n_i − n_j)/(n_i + n_j), 0, 1)``, elementwise.
+
+    Returns a tensor if any input is one, else a numpy array.
+    """
+    _check_alpha(alpha)
+    args = (lambda_x, n_i, n_j)
+    as_torch = any(isinstance(a, torch.Tensor) for a in args)
+    lx, ni, nj = (_as_tensor(a) if not isinstance(a, float | int) else
+                  torch.tensor(float(a), dtype=torch.float64) for a in args)
+    dtype = lx.dtype if lx.is_floating_point() else torch.float64
+    ni, nj = ni.to(dtype), nj.to(dtype)
+    if bool(torch.any(ni + nj <= 0)):
+        raise ValueError("class counts n_i + n_j must be > 0")
+    out = (lx.to(dtype) - alpha * (ni - nj) / (ni + nj)).clamp(0.0, 1.0)
+    return out if as_torch else out.numpy()  # type: ignore[return-value]
+
+
+def sample_lambda(beta_param: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` draws of λ_x ~ Beta(beta_param, beta_param) (size 1 = one per batch)."""
+    if not beta_param > 0:
+        raise ValueError(f"beta_param must be > 0, got {beta_param}")
+    return rng.beta(beta_param, beta_param, size=size)
+
+
+def sample_pairs(
+    labels: np.ndarray,
+    counts: np.ndarray,
+    pair_probs: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """LFM's local sampling (Algorithm 1): ``batch_size`` sample-index pairs.
+
+    ``i`` is a uniform sample (so y_i is drawn ∝ n_i), ``y_j ~ pair_probs[y_i]``, and
+    ``j`` a uniform sample of class y_j. ``counts`` must equal the per-class counts
+    of ``labels`` (all > 0). Returns two int64 arrays of length ``batch_size``.
+    """
+    y = np.asarray(labels).astype(np.int64)
+    n = np.asarray(counts).astype(np.int64)
+    P = np.asarray(pair_probs.detach().cpu() if isinstance(pair_probs, torch.Tensor)
+                   else pair_probs, dtype=np.float64)
+    C = n.shape[0]
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
+    if P.shape != (C, C):
+        raise ValueError(f"pair_probs must be {C}×{C}, got {P.shape}")
+    if y.min() < 0 or y.max() >= C:
+        raise ValueError(f"labels must be class indices in [0, {C})")
+    if not np.array_equal(np.bincount(y, minlength=C), n):
+        raise ValueError("counts must equal the per-class counts of labels")
+    if np.any(n == 0):
+        raise ValueError(f"classes {np.flatnonzero(n == 0).tolist()} have no samples")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    idx_i = rng.integers(0, y.size, size=batch_size)
+    # Inverse-CDF draw of y_j from row y_i; the last cumulative entry is forced to 1.
+    cdf = np.cumsum(P, axis=1)
+    cdf[:, -1] = 1.0
+    y_j = (rng.random(batch_size)[:, None] >= cdf[y[idx_i]]).sum(axis=1)
+    y_j = np.minimum(y_j, C - 1)
+    # Samples grouped by class: class c occupies by_class[start[c] : start[c] + n[c]].
+    by_class = np.argsort(y, kind="stable")
+    start = np.concatenate(([0], np.cumsum(n)[:-1]))
+    offset = np.floor(rng.random(batch_size) * n[y_j]).astype(np.int64)
+    idx_j = by_class[start[y_j] + np.minimum(offset, n[y_j] - 1)]
+    return idx_i.astype(np.int64), idx_j.astype(np.int64)
+
+
+def mix(
+    x_i: ArrayT,
+    x_j: ArrayT,
+    y_i: ArrayT,
+    y_j: ArrayT,
+    lambda_x: ArrayT | float,
+    counts: ArrayT,
+    alpha: float,
+    C: int,
+) -> tuple[ArrayT, ArrayT]:
+    """Mix a batch of pairs: returns ``(x, soft_targets)``, soft targets N×C.
+
+    ``x_i``/``x_j``: N×… (feature vectors or images); ``lambda_x``: a scalar (one per
+    batch) or shape (N,); ``counts``: n_c per class.
+    """
+    _check_alpha(alpha)
+    a, b = _as_tensor(x_i), _as_tensor(x_j)
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"x_i and x_j must have the same shape, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    N = a.shape[0]
+    yi = _as_tensor(y_i, dtype=torch.int64).long().to(a.device)
+    yj = _as_tensor(y_j, dtype=torch.int64).long().to(a.device)
+    if yi.shape != (N,) or yj.shape != (N,):
+        raise ValueError(f"y_i and y_j must have shape ({N},)")
+    if N and (min(int(yi.min()), int(yj.min())) < 0 or max(int(yi.max()), int(yj.max())) >= C):
+        raise ValueError(f"y_i and y_j must be class indices in [0, {C})")
+    dtype = a.dtype if a.is_floating_point() else torch.float64
+    lam = (torch.tensor(float(lambda_x), dtype=dtype) if isinstance(lambda_x, float | int)
+           else _as_tensor(lambda_x).to(dtype)).to(a.device)
+    if lam.ndim == 0:
+        lam = lam.expand(N)
+    if lam.shape != (N,):
+        raise ValueError(f"lambda_x must be a scalar or have shape ({N},), got {tuple(lam.shape)}")
+    if bool(torch.any((lam < 0) | (lam > 1))):
+        raise ValueError("lambda_x must lie in [0, 1]")
+    n = _as_tensor(counts).to(dtype).to(a.device)
+    if n.shape != (C,):
+        raise ValueError(f"counts must have shape ({C},), got {tuple(n.shape)}")
+
+    lam_x = lam.reshape((N,) + (1,) * (a.ndim - 1))
+    x = lam_x * a.to(dtype) + (1 - lam_x) * b.to(dtype)
+    lam_y = label_shift(lam, n[yi], n[yj], alpha)
+    soft = torch.zeros(N, C, dtype=dtype, device=a.device)
+    soft.scatter_add_(1, yi[:, None], lam_y[:, None])
+    soft.scatter_add_(1, yj[:, None], (1 - lam_y)[:, None])
+    return _like(x, x_i), _like(soft, x_i)  # type: ignore[return-value]
+
+
+def soft_cross_entropy(logits: ArrayT, soft_targets: ArrayT) -> ArrayT:
+    """Per-sample ``−Σ_c t_c log softmax(z)_c``; shape (N,)."""
+    z = _as_tensor(logits)
+    t = _as_tensor(soft_targets).to(z.dtype)
+    if z.ndim != 2 or t.shape != z.shape:
+        raise ValueError(f"logits and soft_targets must both be N×C, got {tuple(z.shape)} and "
+                         f"{tuple(t.shape)}")
+    loss = -(t * torch.log_softmax(z, dim=1)).sum(dim=1)
+    return _like(loss, logits)  # type: ignore[return-value]
+
+
+def cosine_logits(
+    image_features: ArrayT,
+    projection: ArrayT | None,
+    text_features: ArrayT,
+    scale: float = 1.0,
+) -> ArrayT:
+    """``scale · cos(W_Iᵀ f, f_T)`` for every image feature f and class text feature.
+
+    ``projection``: W_I of shape d_img×d_txt (``None`` = identity, LFM stage 1).
+    Returns N×C.
+    """
+    f = _as_tensor(image_features)
+    t = _as_tensor(text_features).to(f.dtype)
+    if f.ndim != 2 or t.ndim != 2:
+        raise ValueError("image_features must be N×d and text_features C×D")
+    if projection is not None:
+        W = _as_tensor(projection).to(f.dtype)
+        if W.ndim != 2 or W.shape[0] != f.shape[1]:
+            raise ValueError(f"projection must be {f.shape[1]}×D, got {tuple(W.shape)}")
+        f = f @ W  # rows are (W_Iᵀ f)ᵀ
+    if f.shape[1] != t.shape[1]:
+        raise ValueError(
+            f"projected image features have width {f.shape[1]} but text features {t.shape[1]}"
+        )
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)  # a zero image feature: cos 0
+    out = scale * f @ _normalise_rows(t, "text_features").T
+    return _like(out, image_features)  # type: ignore[return-value]
+
+
+def text_distance(text_features: ArrayT) -> ArrayT:
+    """MMS's ``D = 1 − cos(f_Ti, f_Tj)``, C×C with zero diagonal."""
+    f = _normalise_rows(_as_tensor(text_features), "text_features")
+    return _like(1.0 - f @ f.T, text_features)  # type: ignore[return-value]
+
+
+def mms_logits(
+    cos: ArrayT,
+    targets: ArrayT,
+    text_distance: ArrayT,
+    margin: float = 0.3,
+    temperature: float = 0.01,
+) -> ArrayT:
+    """MMS logits ``(z + margin · D[y, :]) / temperature``.
+
+    ``targets``: class indices (N,) or soft targets N×C (then the margin row is
+    ``Σ_c t_c D[c, :]``, see the module docstring).
+    """
+    z = _as_tensor(cos)
+    D = _as_tensor(text_distance).to(z.dtype)
+    if isinstance(targets, torch.Tensor):
+        y = targets
+    else:
+        arr = np.asarray(targets)
+        y = torch.as_tensor(arr, dtype=torch.int64 if arr.ndim == 1 else torch.float64)
+    if z.ndim != 2 or D.shape != (z.shape[1], z.shape[1]):
+        raise ValueError(f"cos must be N×C and text_distance C×C, got {tuple(z.shape)}, "
+                         f"{tuple(D.shape)}")
+    if margin < 0 or not temperature > 0:
+        raise ValueError(f"margin must be >= 0 and temperature > 0, got {margin}, {temperature}")
+    if y.ndim == 1:
+        rows = D[y.long()]
+    elif y.shape == z.shape:
+        rows = y.to(z.dtype) @ D
+    else:
+        raise ValueError(f"targets must be (N,) indices or N×C soft targets, got {tuple(y.shape)}")
+    return _like((z + margin * rows) / temperature, cos)  # type: ignore[return-value]

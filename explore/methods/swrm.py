@@ -1,0 +1,354 @@
+"""SWRM / DySWRM: similarity window reweighting and margins.
+
+Paper: "SWRM: Similarity Window Reweighting and Margins for Long-Tailed Recognition"
+(``papers/swrm.txt``, §3). Equations implemented, with C classes, ``n_c`` training
+samples of class c and a 1-D similarity coordinate ``s_c`` per class:
+
+* Eq. (2), window reweighting (SWR)::
+
+      w_c = log(1 + (n_max / n_c) · (1/W) · Σ_{i ∈ win(c)} n_i / n_c)
+
+* Eq. (3), window margin (SWM)::
+
+      m_c = log((1/W) · Σ_{i ∈ win(c)} sim(i, c)^(−β))
+
+* Eq. (4), the loss (margin on the target logit only)::
+
+      L = w_y · log(1 + Σ_{j ≠ y} exp(z_j − z_y − m_y))
+
+Resolutions from METHODS.md (the paper leaves these open):
+
+* **Window.** Sort classes by their coordinate (ascending; ties keep class-index
+  order). The window of class c is the W consecutive classes around c in that order,
+  c included, shifted at the ends so it always holds W classes. For even W the extra
+  class is taken on the side of *larger* coordinates: with W = 4 the window is one
+  class below c, c, and two above (unless shifted at an end).
+* **Similarity.** ``sim`` is undefined in the paper. We standardise the coordinates to
+  zero mean and unit variance (population variance) and use
+  ``sim(i, c) = exp(−|s_i − s_c|)``, so ``m_c = log mean_{i∈win(c)} exp(β |s_i − s_c|)``:
+  ``m_c ≥ 0``, and ``m_c = 0`` for β = 0. If every coordinate is equal the
+  standardised coordinates are all 0 (and so are the margins).
+* **Coordinates (SWRM).** Class prototypes (mean features under a CE-trained model)
+  projected to one dimension with t-SNE (:func:`tsne_coordinates`).
+* **DySWRM.** A learnable vector ``s ∈ R^C`` replaces the t-SNE coordinates
+  (:class:`DySWRMSimilarity`). A wider spread of ``s`` gives larger margins, and
+  since the margin is added to the target logit that only lowers the loss; the paper
+  gives no constraint, so ``s`` is standardised before every use. Window membership comes from the current order of
+  ``s`` (a sort: no gradient); margins are differentiable w.r.t. ``s``. Weights only
+  depend on ``s`` through window membership, so they carry no gradient.
+
+Every function takes numpy arrays or torch tensors and returns the same kind; class
+order is class index. No Ray, Hydra or S3 here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+# Standardising divides by the spread; below this the coordinates count as all equal.
+_STD_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SWRMParams:
+    """Knobs of SWRM (t-SNE similarity coordinates, fixed weights and margins)."""
+
+    W: int = 15
+    """Window size: classes (c included) whose counts and similarity shape w_c, m_c.
+    Paper: 15 (CIFAR-100-LT), 30 (ImageNet-LT), 40 (Places-LT); sweep 2..100. Must be
+    ≤ C, which is checked when the weights are computed."""
+    beta: float = 1.0
+    """Sensitivity of the margin to similarity (eq. 3); 0 turns margins off. Paper: 1
+    (CIFAR-100-LT), 10 (ImageNet-LT, Places-LT); sweep 0..10."""
+    tsne_perplexity: float = 30.0
+    """t-SNE perplexity for the 1-D projection of the C prototypes; clamped to C − 1
+    when C is small (sklearn needs perplexity < number of points)."""
+    tsne_learning_rate: float | None = None
+    """t-SNE learning rate; None = :func:`tsne_learning_rate` (C/8, capped at 50)."""
+    reweight: bool = True
+    """Use the SWR weights w_c; False sets every weight to 1 (the paper's SWM-only
+    ablation, Table 5)."""
+    margin: bool = True
+    """Use the SWM margins m_c; False sets every margin to 0 (SWR-only ablation)."""
+
+    def __post_init__(self) -> None:
+        _check_W(self.W)
+        _check_beta(self.beta)
+        if not self.tsne_perplexity > 0:
+            raise ValueError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
+        if self.tsne_learning_rate is not None and not self.tsne_learning_rate > 0:
+            raise ValueError(
+                f"tsne_learning_rate must be > 0 or None, got {self.tsne_learning_rate}"
+            )
+
+
+@dataclass(frozen=True)
+class DySWRMParams:
+    """Knobs of DySWRM (a learnable similarity vector instead of t-SNE coordinates)."""
+
+    W: int = 15
+    """Window size, as in :class:`SWRMParams`."""
+    beta: float = 1.0
+    """Margin sensitivity, as in :class:`SWRMParams`."""
+    init: Literal["random", "tsne"] = "random"
+    """Initial similarity vector. "random": seeded standard normal draws (the paper's
+    point is to avoid pretraining a CE model, and it does not state an init);
+    "tsne": the SWRM t-SNE coordinates of CE prototypes (a warm start)."""
+    reweight: bool = True
+    """Use the SWR weights; False sets every weight to 1."""
+    margin: bool = True
+    """Use the SWM margins; False sets every margin to 0."""
+
+    def __post_init__(self) -> None:
+        _check_W(self.W)
+        _check_beta(self.beta)
+        if self.init not in ("random", "tsne"):
+            raise ValueError(f"init must be 'random' or 'tsne', got {self.init!r}")
+
+
+def _check_W(W: int) -> None:
+    if isinstance(W, bool) or not isinstance(W, (int, np.integer)) or W < 2:
+        raise ValueError(f"W (window size) must be an integer in [2, C], got {W!r}")
+
+
+def _check_beta(beta: float) -> None:
+    if not (math.isfinite(float(beta)) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if isinstance(template, torch.Tensor):
+        return result
+    return result.detach().cpu().numpy()
+
+
+def window_indices(coords: np.ndarray | torch.Tensor, W: int) -> np.ndarray:
+    """The window of every class: a C×W int array of class indices (rows by class).
+
+    Row c lists the classes in c's window in ascending coordinate order. The order
+    comes from a stable sort of the (detached) coordinates, so it carries no gradient.
+    """
+    s = coords.detach().cpu().numpy() if isinstance(coords, torch.Tensor) else np.asarray(coords)
+    if s.ndim != 1:
+        raise ValueError(f"coords must be 1-D (one coordinate per class), got shape {s.shape}")
+    C = s.shape[0]
+    _check_W(W)
+    if W > C:
+        raise ValueError(f"W (window size) must be in [2, C={C}], got {W}")
+    order = np.argsort(s, kind="stable")
+    position = np.empty(C, dtype=np.int64)
+    position[order] = np.arange(C)
+    # (W-1)//2 classes below c, the rest above: for even W the extra one is above.
+    start = np.clip(position - (W - 1) // 2, 0, C - W)
+    return order[start[:, None] + np.arange(W)[None, :]]
+
+
+def standardise(coords: ArrayT) -> ArrayT:
+    """Zero mean, unit (population) variance; all zeros when every coordinate is equal."""
+    s = _as_tensor(coords)
+    centred = s - s.mean()
+    std = centred.pow(2).mean().sqrt()
+    # Constant coordinates carry no similarity information: all zeros, no division by 0.
+    out = centred / std.clamp_min(_STD_EPS) if float(std.detach()) > _STD_EPS else torch.zeros_like(s)
+    return _like(out, coords)  # type: ignore[return-value]
+
+
+def window_weights_and_margins(
+    counts: ArrayT, coords: ArrayT, W: int, beta: float
+) -> tuple[ArrayT, ArrayT]:
+    """SWR weights (eq. 2) and SWM margins (eq. 3) of every class.
+
+    ``counts``: training samples per class (all > 0); ``coords``: the 1-D similarity
+    coordinates (t-SNE or DySWRM's vector). Returns ``(weights, margins)``, each of
+    shape (C,), of the same kind as ``coords``. With torch ``coords`` the margins are
+    differentiable w.r.t. them; window membership is not (it comes from a sort).
+    """
+    n = _as_tensor(counts)
+    s = _as_tensor(coords)
+    if n.ndim != 1 or s.ndim != 1:
+        raise ValueError(
+            f"counts and coords must be 1-D, got shapes {tuple(n.shape)} and {tuple(s.shape)}"
+        )
+    if n.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"counts has {n.shape[0]} classes but coords has {s.shape[0]}; they must match"
+        )
+    if not bool(torch.all(n > 0)):
+        raise ValueError("counts must all be > 0 (every class needs training samples)")
+    if not bool(torch.all(torch.isfinite(s))):
+        raise ValueError("coords must be finite")
+    _check_beta(beta)
+    win = torch.as_tensor(window_indices(s, W), device=s.device)  # C×W, validates W
+
+    n = n.to(s.dtype if s.is_floating_point() else torch.float64)
+    # Eq. (2): local ratio (window mean of n_i / n_c) times the global ratio n_max / n_c.
+    local = n[win].mean(dim=1) / n
+    weights = torch.log1p(n.max() / n * local)
+
+    # Eq. (3) with sim(i, c) = exp(-|s_i - s_c|) on standardised coordinates.
+    z = s - s.mean()
+    std = z.pow(2).mean().sqrt()
+    z = z / std.clamp_min(_STD_EPS) if float(std.detach()) > _STD_EPS else torch.zeros_like(z)
+    gap = (z[win] - z[:, None]).abs()
+    margins = torch.logsumexp(beta * gap, dim=1) - math.log(W)
+    # logsumexp - log W can round to a hair below 0 when every gap is 0.
+    margins = margins.clamp_min(0.0)
+    return _like(weights, coords), _like(margins, coords)  # type: ignore[return-value]
+
+
+def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT) -> ArrayT:
+    """Per-sample SWRM loss, eq. (4): ``w_y · log(1 + Σ_{j≠y} exp(z_j − z_y − m_y))``.
+
+    Equivalent to ``w_y ·`` cross-entropy on logits whose target entry is raised by
+    ``m_y``, computed with logsumexp (stable for any logit scale). Returns shape (N,).
+    """
+    z = _as_tensor(logits)
+    y = _as_tensor(targets, dtype=torch.int64).long()
+    w = _as_tensor(weights).to(z.dtype)
+    m = _as_tensor(margins).to(z.dtype)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be N×C, got shape {tuple(z.shape)}")
+    N, C = z.shape
+    if y.shape != (N,):
+        raise ValueError(f"targets must have shape ({N},), got {tuple(y.shape)}")
+    if w.shape != (C,) or m.shape != (C,):
+        raise ValueError(
+            f"weights and margins must have shape ({C},), got {tuple(w.shape)}, {tuple(m.shape)}"
+        )
+    if N and (int(y.min()) < 0 or int(y.max()) >= C):
+        raise ValueError(f"targets must be class indices in [0, {C})")
+    shifted = z.scatter_add(1, y[:, None], m[y][:, None])
+    loss = w[y] * (torch.logsumexp(shifted, dim=1) - shifted.gather(1, y[:, None]).squeeze(1))
+    return _like(loss, logits)  # type: ignore[return-value]
+
+
+def prototypes(features: ArrayT, labels: ArrayT, C: int) -> ArrayT:
+    """Class prototypes: the C×d mean feature of every class (rows by class index)."""
+    f = _as_tensor(features)
+    y = _as_tensor(labels, dtype=torch.int64).long()
+    if f.ndim != 2 or y.shape != (f.shape[0],):
+        raise ValueError(
+            f"features must be N×d and labels (N,), got {tuple(f.shape)} and {tuple(y.shape)}"
+        )
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
+        raise ValueError(f"labels must be class indices in [0, {C})")
+    counts = torch.bincount(y, minlength=C)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"classes {empty} have no samples; prototypes need every class")
+    sums = torch.zeros(C, f.shape[1], dtype=f.dtype, device=f.device).index_add(0, y, f)
+    return _like(sums / counts[:, None].to(f.dtype), features)  # type: ignore[return-value]
+
+
+def effective_perplexity(perplexity: float, num_classes: int) -> float:
+    """The t-SNE perplexity actually used: ``min(perplexity, C − 1)``.
+
+    sklearn needs perplexity < number of points; record this value with the results.
+    """
+    if num_classes < 2:
+        raise ValueError(f"t-SNE needs at least 2 classes, got {num_classes}")
+    if not perplexity > 0:
+        raise ValueError(f"perplexity must be > 0, got {perplexity}")
+    return float(min(perplexity, num_classes - 1))
+
+
+def tsne_learning_rate(num_classes: int) -> float:
+    """Default t-SNE learning rate for C points: ``min(max(C / 8, 0.5), 50)``.
+
+    sklearn's ``learning_rate="auto"`` is ``max(C / 48, 50)``; its floor of 50 is far
+    too large for a few dozen points in one dimension: two well-separated clusters
+    of 4 prototypes came out interleaved for most seeds, while C/8 kept every cluster
+    contiguous for C = 8, 40, 100 and 1000 (50 is sklearn's value from C ≈ 400 up).
+    """
+    return float(min(max(num_classes / 8, 0.5), 50.0))
+
+
+def tsne_coordinates(
+    prototypes: np.ndarray,
+    seed: int,
+    perplexity: float = 30.0,
+    learning_rate: float | None = None,
+) -> np.ndarray:
+    """1-D t-SNE coordinates of the C class prototypes (SWRM's similarity modelling).
+
+    Uses ``sklearn.manifold.TSNE(n_components=1, init="pca")`` with
+    ``random_state=seed``. The perplexity is clamped to C − 1 (see
+    :func:`effective_perplexity`, which the caller should record); ``learning_rate``
+    defaults to :func:`tsne_learning_rate`. Returns a float64 array of shape (C,).
+    """
+    from sklearn.manifold import TSNE  # scikit-learn is slow to import; only SWRM needs it
+
+    P = prototypes.detach().cpu().numpy() if isinstance(prototypes, torch.Tensor) else prototypes
+    P = np.asarray(P, dtype=np.float64)
+    if P.ndim != 2:
+        raise ValueError(f"prototypes must be C×d, got shape {P.shape}")
+    used = effective_perplexity(perplexity, P.shape[0])
+    if used != perplexity:
+        log.info("t-SNE perplexity %s clamped to %s for %d classes", perplexity, used, P.shape[0])
+    lr = tsne_learning_rate(P.shape[0]) if learning_rate is None else learning_rate
+    if not lr > 0:
+        raise ValueError(f"learning_rate must be > 0, got {lr}")
+    tsne = TSNE(n_components=1, perplexity=used, learning_rate=lr, random_state=seed, init="pca")
+    return tsne.fit_transform(P)[:, 0].astype(np.float64)
+
+
+class DySWRMSimilarity(nn.Module):
+    """DySWRM's learnable similarity vector ``s ∈ R^C``.
+
+    Initialised from the given coordinates (t-SNE ones for a warm start, or seeded
+    random draws, see :func:`initial_similarity`); optimise it with the classifier.
+    :meth:`standardised` is what every use sees, so its scale cannot run away.
+    """
+
+    def __init__(self, init_coords: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        s = torch.as_tensor(np.asarray(init_coords) if not isinstance(init_coords, torch.Tensor)
+                            else init_coords.detach(), dtype=torch.float32).clone()
+        if s.ndim != 1 or s.shape[0] < 2:
+            raise ValueError(f"init_coords must be 1-D with >= 2 classes, got shape {tuple(s.shape)}")
+        self.s = nn.Parameter(s)
+
+    def standardised(self) -> torch.Tensor:
+        """``s`` with zero mean and unit variance (differentiable)."""
+        centred = self.s - self.s.mean()
+        return centred / centred.pow(2).mean().sqrt().clamp_min(_STD_EPS)
+
+    def weights_and_margins(
+        self, counts: np.ndarray | torch.Tensor, W: int, beta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current SWR weights and SWM margins; margins carry gradient w.r.t. ``s``."""
+        n = _as_tensor(counts).to(self.s.dtype)
+        return window_weights_and_margins(n, self.standardised(), W, beta)
+
+
+def initial_similarity(
+    num_classes: int,
+    init: Literal["random", "tsne"],
+    seed: int,
+    tsne_coords: np.ndarray | None = None,
+) -> np.ndarray:
+    """DySWRM's initial similarity vector (see :attr:`DySWRMParams.init`)."""
+    if init == "random":
+        return np.random.default_rng(seed).standard_normal(num_classes)
+    if init == "tsne":
+        if tsne_coords is None or np.asarray(tsne_coords).shape != (num_classes,):
+            raise ValueError(f"init='tsne' needs tsne_coords of shape ({num_classes},)")
+        return np.asarray(tsne_coords, dtype=np.float64)
+    raise ValueError(f"init must be 'random' or 'tsne', got {init!r}")

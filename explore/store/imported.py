@@ -1,0 +1,244 @@
+"""Bring your own features: a directory of ``.npz`` files instead of a backbone run.
+
+Layout (local directory or ``s3://bucket/prefix``)::
+
+    train.npz, val.npz, test.npz   arrays ``features`` (float, N×d) and ``labels`` (int, N)
+    classes.txt                    optional: one class name per line
+    classifier.npz                 optional: ``weight`` (C×d) and ``bias`` (C) of a base classifier
+
+C is the number of lines of classes.txt when given, else the largest label + 1. Every
+class must have at least one training sample (the long-tail methods need a per-class
+count and prototype). Every check fails with a one-line message that says what to fix.
+
+Cache usage -- the key depends only on the bytes of the feature files and classes.txt, so
+re-importing the same files (from any location) hits the cache::
+
+    key = imported_feature_key(uri)
+    fset = store.get_or_build(key, lambda: import_feature_dir(uri)[0])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from explore.store.feature_store import REQUIRED_SPLITS, FeatureSet, FeatureSplit, feature_key
+from explore.store.uri import describe_failure, join, resolve
+
+__all__ = [
+    "Classifier",
+    "FeatureImportError",
+    "import_feature_dir",
+    "imported_feature_key",
+    "digest_feature_dir",
+]
+
+CLASSES_FILE = "classes.txt"
+CLASSIFIER_FILE = "classifier.npz"
+_KEY_FILES = tuple(f"{s}.npz" for s in REQUIRED_SPLITS) + (CLASSES_FILE,)
+
+
+class FeatureImportError(ValueError):
+    """An imported feature directory is incomplete or inconsistent."""
+
+
+@dataclass(frozen=True, eq=False)
+class Classifier:
+    """A linear classifier ``logits = features @ weight.T + bias`` over C classes."""
+
+    weight: np.ndarray
+    """float32, C×d."""
+    bias: np.ndarray
+    """float32, C."""
+
+    def __post_init__(self) -> None:
+        w, b = np.asarray(self.weight), np.asarray(self.bias)
+        if w.ndim != 2 or b.ndim != 1 or w.shape[0] != b.shape[0]:
+            raise ValueError(
+                f"classifier weight must be C×d and bias C, got {w.shape} and {b.shape}"
+            )
+        if not (np.issubdtype(w.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
+            raise ValueError("classifier weight and bias must be numeric")
+        w, b = np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise ValueError("classifier weight/bias contain NaN or inf")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def _read(fs: pafs.FileSystem, path: str, uri: str) -> bytes | None:
+    """The whole file (one sized read), or None when it does not exist."""
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_file(path) as f:
+            return f.read_buffer(f.size()).to_pybytes()
+    except OSError as exc:
+        raise describe_failure(exc, uri, "reading an imported feature file") from None
+
+
+def _load_npz(data: bytes, uri: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            missing = [a for a in required if a not in npz.files]
+            if missing:
+                raise FeatureImportError(
+                    f"{uri} lacks array(s) {missing} (has {sorted(npz.files)}); save it with "
+                    f"np.savez(path, {', '.join(f'{a}=...' for a in required)})"
+                )
+            return {a: npz[a] for a in required}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FeatureImportError):
+            raise
+        raise FeatureImportError(
+            f"{uri} is not a readable .npz without pickled objects ({exc})"
+        ) from None
+
+
+def digest_feature_dir(uri: str) -> dict[str, str]:
+    """sha256 of each file that determines the imported features (absent files left out)."""
+    fs, root = resolve(uri)
+    out = {}
+    for name in _KEY_FILES:
+        data = _read(fs, f"{root}/{name}", join(uri, name))
+        if data is not None:
+            out[name] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def imported_feature_key(uri: str) -> str:
+    """Cache key of the features in the directory ``uri``: a digest of the files' bytes,
+    independent of where they live, so re-importing the same files hits the cache."""
+    digests = digest_feature_dir(uri)
+    missing = [f"{s}.npz" for s in REQUIRED_SPLITS if f"{s}.npz" not in digests]
+    if missing:
+        raise FeatureImportError(
+            f"{uri} lacks {missing}; an imported feature directory needs "
+            f"{[f'{s}.npz' for s in REQUIRED_SPLITS]}"
+        )
+    return feature_key({"source": "imported", "files": digests})
+
+
+def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
+    """Read and validate the feature directory ``uri`` (see the module docstring)."""
+    fs, root = resolve(uri)
+    files = {s: _read(fs, f"{root}/{s}.npz", join(uri, f"{s}.npz")) for s in REQUIRED_SPLITS}
+    missing = [f"{s}.npz" for s, data in files.items() if data is None]
+    if missing:
+        raise FeatureImportError(
+            f"{uri} lacks {missing}; an imported feature directory needs "
+            f"{[f'{s}.npz' for s in REQUIRED_SPLITS]} with arrays features, labels"
+        )
+
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split, data in files.items():
+        where = join(uri, f"{split}.npz")
+        arrays = _load_npz(data or b"", where, ("features", "labels"))
+        x, y = arrays["features"], arrays["labels"]
+        if x.ndim != 2 or x.shape[1] < 1:
+            raise FeatureImportError(f"{where}: features must be 2-D N×d, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise FeatureImportError(
+                f"{where}: features must be floating point, got dtype {x.dtype}"
+            )
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise FeatureImportError(
+                f"{where}: labels must be a 1-D integer array, got shape {y.shape} dtype {y.dtype}"
+            )
+        if len(x) != len(y):
+            raise FeatureImportError(
+                f"{where}: features have {len(x)} rows but labels have {len(y)}"
+            )
+        if len(y) == 0:
+            raise FeatureImportError(f"{where} is empty; every split needs samples")
+        raw[split] = (x, y)
+
+    dims = {s: int(x.shape[1]) for s, (x, _) in raw.items()}
+    if len(set(dims.values())) != 1:
+        raise FeatureImportError(
+            f"{uri}: splits have different feature dimensions {dims}; they must share d"
+        )
+    d = dims["train"]
+
+    classes_data = _read(fs, f"{root}/{CLASSES_FILE}", join(uri, CLASSES_FILE))
+    max_label = max(int(y.max()) for _, y in raw.values())
+    if classes_data is not None:
+        try:
+            lines = classes_data.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise FeatureImportError(f"{join(uri, CLASSES_FILE)} is not UTF-8 text") from None
+        classes = tuple(line.strip() for line in lines if line.strip())
+        if len(classes) != len([line for line in lines if line.strip()]) or len(
+            set(classes)
+        ) != len(classes):
+            raise FeatureImportError(
+                f"{join(uri, CLASSES_FILE)} has duplicate class names; make them unique"
+            )
+        num_classes = len(classes)
+        if max_label >= num_classes:
+            raise FeatureImportError(
+                f"{uri}: labels go up to {max_label} but {CLASSES_FILE} names {num_classes} "
+                "classes; "
+                f"labels must lie in [0, {num_classes})"
+            )
+    else:
+        num_classes = max_label + 1
+        classes = tuple(str(c) for c in range(num_classes))
+    for split, (_, y) in raw.items():
+        if int(y.min()) < 0:
+            raise FeatureImportError(
+                f"{join(uri, split + '.npz')}: labels must lie in [0, {num_classes}), "
+                f"found {int(y.min())}"
+            )
+    counts = np.bincount(raw["train"][1], minlength=num_classes)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise FeatureImportError(
+            f"{join(uri, 'train.npz')}: class(es) {empty[:10].tolist()}"
+            f"{'...' if empty.size > 10 else ''} "
+            "have no training samples; drop them (relabel) or add samples"
+        )
+
+    classifier = None
+    clf_data = _read(fs, f"{root}/{CLASSIFIER_FILE}", join(uri, CLASSIFIER_FILE))
+    if clf_data is not None:
+        where = join(uri, CLASSIFIER_FILE)
+        arrays = _load_npz(clf_data, where, ("weight", "bias"))
+        w, b = arrays["weight"], arrays["bias"]
+        if w.shape != (num_classes, d) or b.shape != (num_classes,):
+            raise FeatureImportError(
+                f"{where}: weight must be (C, d) = ({num_classes}, {d}) and bias ({num_classes},), "
+                f"got {w.shape} and {b.shape}"
+            )
+        try:
+            classifier = Classifier(w, b)
+        except ValueError as exc:
+            raise FeatureImportError(f"{where}: {exc}") from None
+
+    try:
+        splits = {s: FeatureSplit(x, y) for s, (x, y) in raw.items()}
+    except ValueError as exc:  # e.g. NaN features
+        raise FeatureImportError(f"{uri}: {exc}") from None
+    digests = {}
+    for name, data in [
+        *((f"{s}.npz", files[s]) for s in REQUIRED_SPLITS),
+        (CLASSES_FILE, classes_data),
+    ]:
+        if data is not None:
+            digests[name] = hashlib.sha256(data).hexdigest()
+    meta = {
+        "source": "imported",
+        "imported_from": uri,
+        "files": digests,
+        "classes_given": classes_data is not None,
+    }
+    return FeatureSet(splits=splits, classes=classes, meta=meta), classifier

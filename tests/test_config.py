@@ -1,0 +1,107 @@
+"""Hydra composition of the real search spaces, typed config, knob-range validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from explore.config import SPACES_DIR, ConfigError, KnobSpace, compose, list_spaces, load
+from explore.splits import SplitThresholds
+from explore.sweep.__main__ import main as sweep_main
+from explore.sweep.driver import checked_space
+from explore.training.registry import METHODS, DataFacts, get_method
+
+
+def test_every_space_composes_and_names_a_registered_method():
+    spaces = list_spaces()
+    assert "alphanet_k" in spaces and "alphanet_rho" in spaces
+    assert not any(s.startswith("_") for s in spaces)
+    for name in spaces:
+        cfg = load([name, "num_samples=2"])
+        assert cfg.method_name in METHODS, f"{name}: method {cfg.method_name} is not registered"
+        method = get_method(cfg.method_name)
+        method.make_params(cfg.method_settings())  # the defaults are valid parameters
+        for knob in cfg.space:
+            assert knob in {f for f in method.params.__dataclass_fields__}, f"{name}: {knob}"
+
+
+def test_every_registered_method_has_a_config():
+    for name in METHODS:
+        assert (SPACES_DIR / "method" / f"{name}.yaml").exists()
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = load(["alphanet_k", "num_samples=3", "repeats=4", "storage_uri=s3://bucket/x",
+                "seed=7", "method.rho=1.5", "dataset=fashion_mnist_lt", "splits.few_below=15"])
+    assert (cfg.num_samples, cfg.repeats, cfg.storage_uri) == (3, 4, "s3://bucket/x")
+    assert cfg.seeds == [7, 8, 9, 10]
+    assert cfg.method["rho"] == 1.5
+    assert cfg.splits == SplitThresholds(many_above=100, few_below=15)
+    assert cfg.space["k"] == KnobSpace("k", "int", low=2, high=10)
+    assert cfg.space["distance"].choices == ("euclidean", "cosine")
+
+
+def test_group_defaults_merge_not_replace():
+    cfg = load(["alphanet_rho"])
+    assert cfg.search.sampler == "grid"
+    assert cfg.search.metric == "val_acc_overall"  # from _common, kept
+
+
+def test_unknown_space_and_bad_override():
+    with pytest.raises(ConfigError, match="unknown search space 'nope'; known spaces: .*alphanet_k"):
+        load(["nope"])
+    with pytest.raises(ConfigError, match="bad override"):
+        compose("alphanet_k", ["no_such_key=1"])
+    with pytest.raises(ConfigError, match="repeats=0"):
+        load(["alphanet_k", "repeats=0"])
+
+
+def test_knob_space_parsing():
+    assert KnobSpace.parse("k", 4) == KnobSpace("k", "fixed", value=4)
+    assert KnobSpace.parse("d", {"choices": ["a", "b"]}).type == "categorical"
+    assert KnobSpace("k", "int", low=2, high=4).values() == [2, 3, 4]
+    with pytest.raises(ConfigError, match="low <= high"):
+        KnobSpace("k", "int", low=5, high=2)
+    with pytest.raises(ConfigError, match="log range"):
+        KnobSpace("tau", "float", low=0.0, high=1.0, log=True)
+
+
+def _facts(num_base: int = 7) -> DataFacts:
+    counts = np.array([500] * 4 + [50] * (num_base - 4) + [5] * 3)
+    return DataFacts(len(counts), counts, SplitThresholds())
+
+
+def test_k_range_is_capped_but_a_fixed_k_past_the_base_classes_is_an_error():
+    method = get_method("alphanet")
+    cfg = load(["alphanet_k"])
+    space = checked_space(cfg, method, _facts())
+    assert space["k"].high == 7 and space["k"].low == 2
+    with pytest.raises(ConfigError, match="k=9 is larger than the 7 base"):
+        checked_space(load(["alphanet_k", "space.k=9"]), method, _facts())
+    with pytest.raises(ConfigError, match="larger than the 7 base"):
+        checked_space(load(["alphanet_k", "method.k=12", "space={}"]), method, _facts())
+
+
+def test_out_of_range_knobs_are_errors():
+    method = get_method("alphanet")
+    with pytest.raises(ConfigError, match="rho"):
+        checked_space(load(["alphanet_rho", "space.rho.choices=[0.0,1.0]"]), method, _facts())
+    with pytest.raises(ConfigError, match="not a parameter of method alphanet"):
+        checked_space(load(["alphanet_k", "+space.beta=1.0"]), method, _facts())
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert sweep_main(["no_such_space"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown search space")
+
+
+def test_cli_lists_spaces(capsys):
+    assert sweep_main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == list_spaces()
+
+
+def test_composed_config_is_plain_data():
+    raw = OmegaConf.to_container(compose("alphanet_k", []), resolve=True)
+    assert raw["method"]["name"] == "alphanet" and raw["base"]["name"] == "crt"
