@@ -36,7 +36,7 @@ def test_pair_probabilities_match_explicit_loop() -> None:
     P = pair_probabilities(TEXT, tau)
     f = [_unit(list(row)) for row in TEXT]
     for i in range(4):
-        dots = [sum(a * b for a, b in zip(f[i], f[k])) for k in range(4)]
+        dots = [sum(a * b for a, b in zip(f[i], f[k], strict=True)) for k in range(4)]
         denom = sum(math.exp(dots[k] / tau) for k in range(4) if k != i)
         for j in range(4):
             expected = 0.0 if j == i else math.exp(dots[j] / tau) / denom

@@ -110,10 +110,9 @@ def test_ns_loss_shape_errors() -> None:
 
 def test_find_neighbors_ranks_by_cosine_similarity() -> None:
     targets = np.array([[1.0, 0.0], [0.0, 2.0]])
-    # Angles 10°, 80°, 45°, 170° from the x axis; lengths vary (cosine ignores them).
-    angles = np.deg2rad([10.0, 80.0, 45.0, 170.0])
-    aux = np.stack([np.cos(angles), np.sin(angles)], axis=1) * np.array([[1.0], [3.0], [0.5], [2.0]])
-    # cos to x: .985, .174, .707, -.985; cos to y: .174, .985, .707, .174 (tie 0 vs 3).
+    # Lengths vary (cosine ignores them); aux 0 and 3 mirror each other about the y axis.
+    aux = np.array([[4.0, 1.0], [3.0, 12.0], [0.5, 0.5], [-4.0, 1.0]])
+    # cos to x: .970, .243, .707, -.970; cos to y: .243, .970, .707, .243 (exact tie 0 vs 3).
     assert find_neighbors(targets, aux, [2, 3]) == [[0, 2], [1, 2, 0]]
     assert find_neighbors(torch.tensor(targets), torch.tensor(aux), [0, 4]) == [[], [1, 2, 0, 3]]
     with pytest.raises(ValueError, match=r"per_target\[0\] = 5 must be in \[0, 4\]"):

@@ -17,6 +17,7 @@ from explore.methods.swrm import (
     initial_similarity,
     prototypes,
     swrm_loss,
+    swrm_terms,
     tsne_coordinates,
     window_indices,
     window_weights_and_margins,
@@ -227,3 +228,17 @@ def test_initial_similarity() -> None:
     np.testing.assert_array_equal(initial_similarity(5, "tsne", 0, np.array(COORDS)), COORDS)
     with pytest.raises(ValueError, match="tsne_coords"):
         initial_similarity(5, "tsne", 0)
+
+
+def test_swrm_terms_apply_the_ablation_switches() -> None:
+    counts, coords = np.array(COUNTS), np.array(COORDS)
+    w_ref, m_ref = window_weights_and_margins(counts, coords, 3, 1.0)
+    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0))
+    np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(m, m_ref)
+    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0, reweight=False))
+    np.testing.assert_array_equal(w, np.ones(5))
+    np.testing.assert_array_equal(m, m_ref)
+    w, m = swrm_terms(counts, coords, DySWRMParams(W=3, beta=1.0, margin=False))
+    np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(m, np.zeros(5))

@@ -47,7 +47,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 

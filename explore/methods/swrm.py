@@ -33,9 +33,12 @@ Resolutions from METHODS.md (the paper leaves these open):
 * **DySWRM.** A learnable vector ``s ∈ R^C`` replaces the t-SNE coordinates
   (:class:`DySWRMSimilarity`). A wider spread of ``s`` gives larger margins, and
   since the margin is added to the target logit that only lowers the loss; the paper
-  gives no constraint, so ``s`` is standardised before every use. Window membership comes from the current order of
-  ``s`` (a sort: no gradient); margins are differentiable w.r.t. ``s``. Weights only
-  depend on ``s`` through window membership, so they carry no gradient.
+  gives no constraint, so ``s`` is standardised before every use. Window membership
+  comes from the current order of ``s`` (a sort: no gradient); margins are
+  differentiable w.r.t. ``s``. Weights depend on ``s`` only through window
+  membership, so they carry no gradient.
+* **t-SNE learning rate.** sklearn's default is far too large for a few dozen points
+  in one dimension; see :func:`tsne_learning_rate`.
 
 Every function takes numpy arrays or torch tensors and returns the same kind; class
 order is class index. No Ray, Hydra or S3 here.
@@ -160,14 +163,18 @@ def window_indices(coords: np.ndarray | torch.Tensor, W: int) -> np.ndarray:
     return order[start[:, None] + np.arange(W)[None, :]]
 
 
-def standardise(coords: ArrayT) -> ArrayT:
-    """Zero mean, unit (population) variance; all zeros when every coordinate is equal."""
-    s = _as_tensor(coords)
+def _standardise(s: torch.Tensor) -> torch.Tensor:
     centred = s - s.mean()
     std = centred.pow(2).mean().sqrt()
     # Constant coordinates carry no similarity information: all zeros, no division by 0.
-    out = centred / std.clamp_min(_STD_EPS) if float(std.detach()) > _STD_EPS else torch.zeros_like(s)
-    return _like(out, coords)  # type: ignore[return-value]
+    if float(std.detach()) <= _STD_EPS:
+        return torch.zeros_like(centred)
+    return centred / std
+
+
+def standardise(coords: ArrayT) -> ArrayT:
+    """Zero mean, unit (population) variance; all zeros when every coordinate is equal."""
+    return _like(_standardise(_as_tensor(coords)), coords)  # type: ignore[return-value]
 
 
 def window_weights_and_margins(
@@ -203,14 +210,25 @@ def window_weights_and_margins(
     weights = torch.log1p(n.max() / n * local)
 
     # Eq. (3) with sim(i, c) = exp(-|s_i - s_c|) on standardised coordinates.
-    z = s - s.mean()
-    std = z.pow(2).mean().sqrt()
-    z = z / std.clamp_min(_STD_EPS) if float(std.detach()) > _STD_EPS else torch.zeros_like(z)
+    z = _standardise(s if s.is_floating_point() else s.to(torch.float64))
     gap = (z[win] - z[:, None]).abs()
     margins = torch.logsumexp(beta * gap, dim=1) - math.log(W)
     # logsumexp - log W can round to a hair below 0 when every gap is 0.
     margins = margins.clamp_min(0.0)
     return _like(weights, coords), _like(margins, coords)  # type: ignore[return-value]
+
+
+def swrm_terms(
+    counts: ArrayT, coords: ArrayT, params: SWRMParams | DySWRMParams
+) -> tuple[ArrayT, ArrayT]:
+    """:func:`window_weights_and_margins` with the params' ablation switches applied:
+    weights 1 when ``reweight`` is off (SWM only), margins 0 when ``margin`` is off."""
+    weights, margins = window_weights_and_margins(counts, coords, params.W, params.beta)
+    if not params.reweight:
+        weights = weights * 0 + 1
+    if not params.margin:
+        margins = margins * 0
+    return weights, margins
 
 
 def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT) -> ArrayT:
@@ -319,16 +337,17 @@ class DySWRMSimilarity(nn.Module):
 
     def __init__(self, init_coords: np.ndarray | torch.Tensor) -> None:
         super().__init__()
-        s = torch.as_tensor(np.asarray(init_coords) if not isinstance(init_coords, torch.Tensor)
-                            else init_coords.detach(), dtype=torch.float32).clone()
+        if isinstance(init_coords, torch.Tensor):
+            s = init_coords.detach().to(torch.float32).clone()
+        else:
+            s = torch.as_tensor(np.asarray(init_coords), dtype=torch.float32).clone()
         if s.ndim != 1 or s.shape[0] < 2:
-            raise ValueError(f"init_coords must be 1-D with >= 2 classes, got shape {tuple(s.shape)}")
+            raise ValueError(f"init_coords must be 1-D with >= 2 classes, got {tuple(s.shape)}")
         self.s = nn.Parameter(s)
 
     def standardised(self) -> torch.Tensor:
         """``s`` with zero mean and unit variance (differentiable)."""
-        centred = self.s - self.s.mean()
-        return centred / centred.pow(2).mean().sqrt().clamp_min(_STD_EPS)
+        return _standardise(self.s)
 
     def weights_and_margins(
         self, counts: np.ndarray | torch.Tensor, W: int, beta: float

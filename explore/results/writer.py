@@ -104,3 +104,17 @@ def read_results(uri: str) -> pd.DataFrame:
     if schemas:
         dataset = pads.dataset(root, filesystem=fs, format="parquet", schema=pa.unify_schemas(schemas))
     return dataset.to_table().to_pandas()
+
+
+def finished_trials(storage_uri: str, sweep_id: str) -> pd.DataFrame:
+    """One line per finished trial (``trial-*`` files): trial_id, its knob values and the
+    mean over seeds of every metric."""
+    names = sorted(n for n in existing_names(storage_uri, sweep_id) if n.startswith("trial-"))
+    if not names:
+        return pd.DataFrame(columns=["trial_id"])
+    rows = read_results(results_uri(storage_uri, sweep_id))
+    rows = rows[rows["trial_id"].isin([n[len("trial-"):] for n in names])]
+    numeric = rows.select_dtypes("number").columns
+    first = rows.groupby("trial_id").first()
+    first[list(numeric)] = rows.groupby("trial_id")[list(numeric)].mean()
+    return first.reset_index()

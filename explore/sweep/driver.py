@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from omegaconf import OmegaConf
 
 from explore import __version__
 from explore.config import ConfigError, KnobSpace, SweepConfig, sweep_config
 from explore.results import writer
 from explore.store import uri as storage
+from explore.sweep.study import StudyJournal, fail_trials, reconcile_study
 
 log = logging.getLogger("explore")
 
@@ -121,7 +123,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     from explore.sweep import search
     from explore.sweep.progress import ProgressReporter
     from explore.sweep.summary import configuration_table, format_table
-    from explore.sweep.trial import TrialContext, result_row, trainable
+    from explore.sweep.trial import TrialContext, result_row
     from explore.training.registry import get_method
 
     storage_uri, sweep_id, resuming = _sweep_location(cfg)
@@ -164,6 +166,9 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
         base_name=prepared.base_name,
         base_key=prepared.base_key,
         code_version=code_version(),
+        cpus_per_trial=cfg.runner.cpus_per_trial,
+        gpus_per_trial=cfg.runner.gpus_per_trial,
+        max_failures=cfg.runner.max_failures,
     )
     done = writer.existing_names(storage_uri, sweep_id)
     if prepared.base_result is not None and f"base-{prepared.base_name}" not in done:
@@ -172,33 +177,35 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
                          prepared.base_result)
         writer.write_rows(storage_uri, sweep_id, f"base-{prepared.base_name}", [row])
 
-    fn = tune.with_resources(
-        tune.with_parameters(trainable, ctx=ctx),
-        {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial},
-    )
+    fn = _trial_function(cfg, ctx)
     fs, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
-    storage_fs = None if isinstance(fs, __import__("pyarrow.fs").fs.LocalFileSystem) else fs
-    experiment = f"{sweep_path}/tune"
-    progress = ProgressReporter(num_samples, cfg.search.metric, ctx)
-    if resuming and tune.Tuner.can_restore(experiment, storage_filesystem=storage_fs):
-        log.info("resume: restoring %s (finished trials are kept, unfinished ones rerun)", sweep_id)
-        tuner = tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=storage_fs)
-    else:
-        study = search.journal_storage(_journal_path(storage_uri, sweep_id))
+    storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
+    journal = StudyJournal(storage_uri, sweep_id)
+    study_storage = search.journal_storage(journal.local_path(fetch=resuming))
+    remaining, run_name, interrupted = num_samples, "tune", []
+    if resuming:
+        # Resume from what is durable: finished trials' Parquet files and the Optuna
+        # study. Finished trials are kept and never rerun; the rest run as new trials.
+        finished = writer.finished_trials(storage_uri, sweep_id)
+        interrupted = reconcile_study(study_storage, sweep_id, finished, list(space), cfg.search.metric)
+        remaining = num_samples - len(finished)
+        run_name = f"tune-resume-{len(list(_tune_runs(fs, sweep_path)))}"
+        log.info("resume %s: %d finished trial(s) kept, %d to run", sweep_id, len(finished), max(remaining, 0))
+    if remaining > 0:
+        progress = ProgressReporter(remaining, cfg.search.metric, ctx, on_trial_end=journal.upload)
         tuner = tune.Tuner(
             fn,
             param_space=search.param_space(space),
             tune_config=tune.TuneConfig(
                 metric=cfg.search.metric,
                 mode=cfg.search.mode,
-                search_alg=search.searcher(cfg, space, sweep_id, study),
-                num_samples=num_samples,
+                search_alg=search.searcher(cfg, space, sweep_id, study_storage),
+                num_samples=remaining,
                 max_concurrent_trials=cfg.search.max_concurrent_trials,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name="tune",
+                name=run_name,
                 storage_path=sweep_path,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=cfg.runner.max_failures),
@@ -206,7 +213,9 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
                 verbose=0,
             ),
         )
-    tuner.fit()
+        tuner.fit()
+    fail_trials(study_storage, sweep_id, interrupted)
+    journal.upload()
 
     uri = writer.results_uri(storage_uri, sweep_id)
     rows = writer.read_results(uri)
@@ -218,13 +227,26 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     return uri
 
 
-def _journal_path(storage_uri: str, sweep_id: str) -> str:
-    """The Optuna journal lives beside the sweep on local storage; for S3 it is kept
-    locally under ~/.cache/explore (a journal needs a local file)."""
-    if storage.is_s3(storage_uri):
-        path = Path.home() / ".cache" / "explore" / "optuna" / f"{sweep_id}.journal"
-    else:
-        _, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
-        path = Path(sweep_path) / "optuna.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path)
+def _trial_function(cfg: SweepConfig, ctx: Any) -> Any:
+    """The Tune trainable with its resources, per ``runner.head_placement``."""
+    import ray
+    from ray import tune
+
+    from explore.sweep.trial import train_job_trainable, trainable
+
+    if cfg.runner.head_placement == "in_trial":
+        resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
+        return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)
+    if cfg.runner.head_placement == "ray_train":
+        if not ray.cluster_resources().get("trial_driver"):
+            raise ConfigError(
+                "runner.head_placement=ray_train needs the custom resource 'trial_driver' on the "
+                "cluster (see cluster/*.yaml: resources: {trial_driver: N} on the head)"
+            )
+        return tune.with_resources(tune.with_parameters(train_job_trainable, ctx=ctx), {"trial_driver": 1})
+    raise ConfigError(f"runner.head_placement={cfg.runner.head_placement!r} must be in_trial or ray_train")
+
+
+def _tune_runs(fs: pafs.FileSystem, sweep_path: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(sweep_path, allow_not_found=True))
+    return [i.base_name for i in infos if i.base_name.startswith("tune")]

@@ -19,8 +19,9 @@ class ProgressReporter(Callback):
     (after its retries), so the results say what was attempted; a stale error file
     is removed when a resumed trial later succeeds."""
 
-    def __init__(self, total: int, metric: str, ctx: Any) -> None:
+    def __init__(self, total: int, metric: str, ctx: Any, on_trial_end: Any = None) -> None:
         self.total, self.metric, self.ctx = total, metric, ctx
+        self.on_trial_end = on_trial_end or (lambda: None)
         self.finished = 0
         self.start = time.monotonic()
 
@@ -35,6 +36,7 @@ class ProgressReporter(Callback):
             flush=True,
         )
         writer.delete_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}")
+        self.on_trial_end()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
@@ -57,6 +59,7 @@ class ProgressReporter(Callback):
             for s in self.ctx.seeds
         ]
         writer.write_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}", rows)
+        self.on_trial_end()
 
 
 def _error_line(trial: Any) -> str:

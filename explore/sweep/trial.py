@@ -37,6 +37,9 @@ class TrialContext:
     base_name: str | None = None
     base_key: str | None = None
     code_version: str = ""
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
 
 
 _INPUTS: OrderedDict[tuple[str, str, str | None, SplitThresholds], TrialInputs] = OrderedDict()
@@ -132,21 +135,64 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
-    """The Tune function: rows are written (atomically) before the result is reported,
-    so a finished trial is never lost; a restarted trial whose rows exist reuses them."""
-    from ray import tune
-
+def rows_of_trial(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> list[dict[str, Any]]:
+    """Rows are written (atomically) before the trial reports, so a finished trial is
+    never lost; a restarted or resumed trial whose rows exist reuses them."""
     from explore.results import writer
 
-    trial_id = tune.get_context().get_trial_id()
     name = f"trial-{trial_id}"
     if name in writer.existing_names(ctx.storage_uri, ctx.sweep_id):
-        df = writer.read_results(
-            writer.storage.join(writer.results_uri(ctx.storage_uri, ctx.sweep_id), f"{name}.parquet")
-        )
-        rows = df.to_dict("records")
-    else:
-        rows = run_configuration(ctx, dict(config), trial_id)
-        writer.write_rows(ctx.storage_uri, ctx.sweep_id, name, rows)
-    tune.report(summarize_rows(rows))
+        uri = writer.storage.join(writer.results_uri(ctx.storage_uri, ctx.sweep_id), f"{name}.parquet")
+        return writer.read_results(uri).to_dict("records")
+    rows = run_configuration(ctx, knobs, trial_id)
+    writer.write_rows(ctx.storage_uri, ctx.sweep_id, name, rows)
+    return rows
+
+
+def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function for ``runner.head_placement=in_trial``: trains inside the trial."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    tune.report(summarize_rows(rows_of_trial(ctx, dict(config), trial_id)))
+
+
+def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function for ``runner.head_placement=ray_train``: the trial drives a one-worker
+    Ray Train job (the trial holds only the ``trial_driver`` resource; the worker holds
+    the CPU/GPU). Costs Train's start-up per trial, buys Train's worker fault tolerance:
+    a lost worker is restarted ``max_failures`` times and the trial goes on."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from explore.results import writer
+    from explore.store.uri import is_s3, resolve
+
+    trial_id = tune.get_context().get_trial_id()
+    fs, sweep_path = resolve(writer.sweep_uri(ctx.storage_uri, ctx.sweep_id))
+    resources = {"CPU": ctx.cpus_per_trial}
+    if ctx.gpus_per_trial:
+        resources["GPU"] = ctx.gpus_per_trial
+    TorchTrainer(
+        _train_worker,
+        train_loop_config={"ctx": ctx, "knobs": dict(config), "trial_id": trial_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=ctx.gpus_per_trial > 0, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",  # stable per trial: a restarted trial resumes its run
+            storage_path=f"{sweep_path}/train",
+            storage_filesystem=fs if is_s3(ctx.storage_uri) else None,
+            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            callbacks=[TuneReportCallback()],
+        ),
+    ).fit()
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    rows = rows_of_trial(config["ctx"], config["knobs"], config["trial_id"])
+    ray.train.report(summarize_rows(rows))

@@ -71,7 +71,7 @@ def fit_head(
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(train[0], dtype=torch.float32)
+    x = torch.from_numpy(np.require(train[0], np.float32, ["C", "W"]))  # store reads are read-only views
     y = torch.as_tensor(train[1], dtype=torch.long)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -1,0 +1,102 @@
+"""The sweep's Optuna study: persisted, mirrored beside the results, reconciled on resume.
+
+The study lives in an Optuna journal file (a journal needs a local file). On local
+storage it sits in the sweep directory; on S3 it is kept under ~/.cache/explore and
+copied to ``<sweep>/optuna.journal`` after every trial, so a resume from another
+machine continues the same study (and ``optuna-dashboard <journal>`` can open it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from explore.results import writer
+from explore.store import uri as storage
+
+log = logging.getLogger("explore")
+
+
+class StudyJournal:
+    def __init__(self, storage_uri: str, sweep_id: str) -> None:
+        self.storage_uri, self.sweep_id = storage_uri, sweep_id
+        self.remote = storage.is_s3(storage_uri)
+        if self.remote:
+            self.path = Path.home() / ".cache" / "explore" / "optuna" / f"{sweep_id}.journal"
+        else:
+            _, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+            self.path = Path(sweep_path) / "optuna.journal"
+
+    def _remote_path(self) -> tuple[object, str]:
+        fs, sweep_path = storage.resolve(writer.sweep_uri(self.storage_uri, self.sweep_id))
+        return fs, f"{sweep_path}/optuna.journal"
+
+    def local_path(self, fetch: bool = False) -> str:
+        """The journal's local file; on a resume from S3 the mirrored copy is fetched first."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.remote and fetch and not self.path.exists():
+            fs, path = self._remote_path()
+            try:
+                with fs.open_input_file(path) as f:  # type: ignore[attr-defined]
+                    self.path.write_bytes(f.read_buffer(f.size()).to_pybytes())
+            except FileNotFoundError:
+                log.warning("resume: no Optuna journal under the sweep; the study restarts empty")
+        return str(self.path)
+
+    def upload(self) -> None:
+        if not self.remote or not self.path.exists():
+            return
+        fs, path = self._remote_path()
+        with fs.open_output_stream(path) as f:  # type: ignore[attr-defined]
+            f.write(self.path.read_bytes())
+
+
+def reconcile_study(
+    study_storage: optuna.storages.BaseStorage,
+    study_name: str,
+    finished: pd.DataFrame,
+    knobs: list[str],
+    metric: str,
+) -> list[int]:
+    """Make the study agree with the results after a hard kill: a trial left RUNNING
+    whose configuration has finished rows is told COMPLETE with their mean metric.
+    Returns the numbers of the other RUNNING trials (interrupted): they stay RUNNING
+    while the resumed sweep runs — a grid sampler proposes such configurations again
+    once the unvisited ones are done, but never a FAILed one — and are then marked
+    FAIL by ``fail_trials``."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=study_storage)
+    except KeyError:
+        return []
+    interrupted = []
+    unmatched = finished.copy()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        match = unmatched
+        for name in knobs:
+            if name in trial.params:
+                match = match[match[name].astype(object) == trial.params[name]]
+        if len(match):
+            row = match.iloc[0]
+            unmatched = unmatched[unmatched.trial_id != row.trial_id]
+            value = float(row[metric])
+            if math.isnan(value):
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial.number, value)
+        else:
+            interrupted.append(trial.number)
+    return interrupted
+
+
+def fail_trials(study_storage: optuna.storages.BaseStorage, study_name: str, numbers: list[int]) -> None:
+    """Mark trials that are still RUNNING (stale, from a killed driver) as FAIL."""
+    if not numbers:
+        return
+    study = optuna.load_study(study_name=study_name, storage=study_storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.number in numbers:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
