@@ -51,12 +51,12 @@ def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepar
     fset = store.read(fkey)
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     facts = DataFacts(fset.num_classes, counts, cfg.splits)
-    prepared = Prepared(fkey, dataset_name, tuple(fset.classes), facts)
-    if not method.posthoc:
-        return prepared
+    # Every sweep gets its base row: the model a post-hoc method corrects, or the
+    # reference (e.g. CE) a training-time method is compared with.
     base_name, base_key, classifier = _base_model(cfg, store, fset, fkey, given)
     result = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
-    return Prepared(fkey, dataset_name, tuple(fset.classes), facts, base_name, base_key, result)
+    return Prepared(fkey, dataset_name, tuple(fset.classes), facts, base_name,
+                    base_key if method.posthoc else None, result)
 
 
 def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -189,14 +189,21 @@ def _extract(cfg, store, backbone_key, spec, state, dataset) -> str:  # type: ig
     )
     decode = _decoder(cfg)
 
+    # An open-set dataset's auxiliary images (never seen in backbone training) go through
+    # the same backbone, as split "aux" labelled 0..A−1 by meta["aux_classes"].
+    names = ("train", "val", "test") + (("aux",) if dataset.aux is not None else ())
+
     def build() -> FeatureSet:
-        log.info("features: extracting %s for train/val/test", spec.arch)
+        log.info("features: extracting %s for %s", spec.arch, "/".join(names))
         splits = {}
-        for name in ("train", "val", "test"):
+        for name in names:
             split = getattr(dataset, name)
             feats = extract_features(model, split, decode=decode) if len(split) else np.zeros((0, model.feature_dim), np.float32)
             splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
-        return FeatureSet(splits, tuple(dataset.classes), {"dataset": dataset.params, "arch": spec.arch, "weights": digest})
+        meta = {"dataset": dataset.params, "arch": spec.arch, "weights": digest}
+        if dataset.aux is not None:
+            meta["aux_classes"] = list(dataset.aux_classes)
+        return FeatureSet(splits, tuple(dataset.classes), meta)
 
     store.get_or_build(fkey, build)
     store.put_json(backbone_key, "backbone", {"feature_key": fkey, "weights": digest})
