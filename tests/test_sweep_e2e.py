@@ -6,6 +6,9 @@ Kept few and small: imported (bring-your-own) features, so no backbone is traine
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import boto3
 import numpy as np
 import pytest
@@ -68,7 +71,8 @@ def test_sweep_on_s3_storage_with_a_given_classifier(ray_cluster, s3_bucket, tmp
         s3.upload_file(str(f), s3_bucket, f"byo/{f.name}")
     assert sweep_main(["alphanet_k", f"features=s3://{s3_bucket}/byo",
                        f"storage_uri=s3://{s3_bucket}/explore", *SMALL]) == 0
-    uri = _results_uri(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    uri = _results_uri(captured.out)
     assert uri == f"s3://{s3_bucket}/explore/sweeps/" + uri.split("/sweeps/")[1]
     df = writer.read_results(uri)
     assert set(df.method) == {"alphanet", "given"}
@@ -81,6 +85,17 @@ def test_sweep_on_s3_storage_with_a_given_classifier(ray_cluster, s3_bucket, tmp
     clf = np.load(local / "classifier.npz")
     acc = float(((x @ clf["weight"].T + clf["bias"]).argmax(1) == y).mean())
     assert abs(df[df.method == "given"].acc_overall.iloc[0] - acc) < 1e-6
+
+    # No credential anywhere: printed output, every object the sweep stored (Parquet,
+    # sweep config, Tune state, manifests), the local Optuna journal and Ray's logs.
+    secrets = [os.environ["AWS_SECRET_ACCESS_KEY"], os.environ["AWS_ACCESS_KEY_ID"]]
+    texts = [captured.out, captured.err]
+    texts += [s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read().decode("latin-1") for k in keys]
+    for root in (Path(os.environ["RAY_TMPDIR"]), Path.home() / ".cache" / "explore"):
+        texts += [p.read_text("latin-1") for p in root.rglob("*") if p.is_file() and p.stat().st_size < 5e6
+                  and p.suffix in (".log", ".out", ".err", ".json", ".journal", ".txt", "")]
+    for secret in secrets:
+        assert not any(secret in t for t in texts), "a credential leaked"
 
 
 def test_bad_inputs_end_with_one_line_and_damage_nothing(ray_cluster, tmp_path, capsys):

@@ -34,6 +34,8 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 3.0
 """Socket connect timeout for S3: long enough for a real endpoint, short enough to fail fast."""
+REQUEST_TIMEOUT_S = 60.0
+"""Socket read timeout for S3 requests (idle time, not total transfer time)."""
 MAX_ATTEMPTS = 3
 """Attempts per S3 request (AWS standard retry strategy); a refused connection fails in ~2 s."""
 
@@ -111,6 +113,8 @@ def _s3_filesystem(
 ) -> pafs.S3FileSystem:
     kwargs: dict[str, Any] = dict(
         connect_timeout=connect_timeout_s,
+        # A server that stops answering mid-request must fail the request, not hang it.
+        request_timeout=REQUEST_TIMEOUT_S,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
     )
     if settings.region:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from explore.config import ConfigError, list_spaces, load
+from explore.config import ConfigError, list_spaces
 from explore.store.uri import StorageError, redact
 
 
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from explore.config import compose, sweep_config
     from explore.sweep.driver import run
+    from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
+
+    keep_credentials_out_of_runtime_envs()
 
     try:
         composed = compose(argv[0], argv[1:])
