@@ -163,6 +163,15 @@ class SweepConfig:
         return {k: v for k, v in self.method.items() if k != "name"}
 
 
+def _absolute(uri: str | None) -> str | None:
+    """Local paths become absolute here: Ray workers run in other working directories."""
+    if uri is None or "://" in uri:
+        return uri
+    import os
+
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - allowed)
@@ -177,9 +186,9 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
     space = {name: KnobSpace.parse(name, spec) for name, spec in (raw.get("space") or {}).items()}
     return SweepConfig(
         space_name=space_name,
-        storage_uri=str(raw["storage_uri"]),
-        features=raw.get("features"),
-        resume=raw.get("resume"),
+        storage_uri=str(_absolute(str(raw["storage_uri"]))),
+        features=_absolute(raw.get("features")),
+        resume=raw.get("resume") if "/" not in str(raw.get("resume") or "") else _absolute(raw["resume"]),
         mode=raw.get("mode", "head"),
         num_samples=int(raw["num_samples"]),
         repeats=int(raw["repeats"]),

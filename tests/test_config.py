@@ -105,3 +105,13 @@ def test_cli_lists_spaces(capsys):
 def test_composed_config_is_plain_data():
     raw = OmegaConf.to_container(compose("alphanet_k", []), resolve=True)
     assert raw["method"]["name"] == "alphanet" and raw["base"]["name"] == "crt"
+
+
+def test_local_uris_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load(["alphanet_k", "storage_uri=./store", "features=feats", "resume=./store/sweeps/x"])
+    assert cfg.storage_uri == str(tmp_path / "store")
+    assert cfg.features == str(tmp_path / "feats")
+    assert cfg.resume == str(tmp_path / "store" / "sweeps" / "x")
+    cfg = load(["alphanet_k", "storage_uri=s3://b/p", "resume=alphanet_k-1"])
+    assert cfg.storage_uri == "s3://b/p" and cfg.resume == "alphanet_k-1"
