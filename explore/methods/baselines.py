@@ -24,12 +24,15 @@ or S3 here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import torch
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+from explore.methods._arrays import ArrayT
+from explore.methods._arrays import as_tensor as _as_tensor
+from explore.methods._arrays import like as _like
+
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,6 @@ def _check_tau(tau: float) -> None:
         raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
-
-
-def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    if isinstance(template, torch.Tensor):
-        return result
-    return result.detach().cpu().numpy()
 
 
 def class_balanced_indices(

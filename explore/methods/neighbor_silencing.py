@@ -35,14 +35,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+
 
 import numpy as np
 import torch
 
 from explore.splits import Split
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+from explore.methods._arrays import ArrayT
+from explore.methods._arrays import as_tensor as _as_tensor
+from explore.methods._arrays import like as _like
+
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,6 @@ def _check_lambda_s(lambda_s: float) -> None:
         raise ValueError(f"lambda_s must be in (0, 1], got {lambda_s!r}")
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
-
-
-def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    if isinstance(template, torch.Tensor):
-        return result
-    return result.detach().cpu().numpy()
 
 
 def ns_loss(

@@ -49,15 +49,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from explore.methods._arrays import ArrayT
+from explore.methods._arrays import as_tensor as _as_tensor
+from explore.methods._arrays import like as _like
+
 log = logging.getLogger(__name__)
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 # Standardising divides by the spread; below this the coordinates count as all equal.
 _STD_EPS = 1e-12
@@ -130,16 +133,6 @@ def _check_beta(beta: float) -> None:
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
-
-
-def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    if isinstance(template, torch.Tensor):
-        return result
-    return result.detach().cpu().numpy()
 
 
 def window_indices(coords: np.ndarray | torch.Tensor, W: int) -> np.ndarray:

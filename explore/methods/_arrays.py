@@ -1,0 +1,24 @@
+"""numpy-or-torch in, the same kind out: the conversions every method module shares."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Tensors pass through unchanged (keeping autograd); arrays become ``dtype`` tensors."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``result`` as a tensor when ``template`` was one, else as a numpy array."""
+    if isinstance(template, torch.Tensor):
+        return result
+    return result.detach().cpu().numpy()
