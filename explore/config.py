@@ -118,9 +118,6 @@ class RunnerConfig:
     """Fractional GPUs let several small head trials share one GPU."""
     max_failures: int = 2
     """A trial that fails (worker lost, node preempted) is retried this many times."""
-    num_workers: int = 2
-    """Ray Train workers for backbone training (full mode and feature extraction)."""
-    use_gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +138,8 @@ class SweepConfig:
     base: dict[str, Any]
     method: dict[str, Any]
     space: dict[str, KnobSpace] = field(default_factory=dict)
+    full: dict[str, Any] = field(default_factory=dict)
+    """mode=full settings (``explore.training.full.FullModeConfig``)."""
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -201,6 +200,7 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
         base=dict(raw["base"]),
         method=dict(raw["method"]),
         space=space,
+        full=dict(raw.get("full") or {}),
     )
 
 

@@ -104,13 +104,19 @@ def _imported_features(uri: str, store: FeatureStore) -> tuple[str, str, LinearC
 
 
 def _backbone_config(cfg: SweepConfig) -> Any:
+    return backbone_train_config(cfg.backbone)
+
+
+def backbone_train_config(backbone: dict[str, Any]) -> Any:
+    """The validated ``BackboneTrainConfig`` of a sweep's ``backbone`` group (also what a
+    full-mode trial trains with)."""
     from explore.backbone.loop import BackboneTrainConfig
 
     allowed = {f.name for f in fields(BackboneTrainConfig)}
-    unknown = sorted(set(cfg.backbone) - allowed)
+    unknown = sorted(set(backbone) - allowed)
     if unknown:
         raise ValueError(f"backbone: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
-    values = dict(cfg.backbone)
+    values = dict(backbone)
     if "lr_milestones" in values:
         values["lr_milestones"] = tuple(values["lr_milestones"])
     return BackboneTrainConfig(**values)
@@ -225,8 +231,7 @@ def _base_model(
         return "given", key, given
     spec = BaseSpec.from_mapping(dict(cfg.base))
     key = feature_key(
-        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, "base": spec.name,
-         "train": vars(spec.train), "seed": cfg.seed}
+        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **spec.cache_spec(), "seed": cfg.seed}
     )
     if store.has_arrays(key, "classifier"):
         arrays, _ = store.get_arrays(key, "classifier")

@@ -16,7 +16,7 @@ import explore.data as data_pkg
 from explore.data.registry import DATASETS, LIST_DEFINED, DatasetConfig, load_dataset
 from explore.data.types import DatasetError
 
-KNOWN = {"fashion_mnist_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt"}
+KNOWN = {"fashion_mnist_lt", "fashion_mnist_lt_open", "cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt"}
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

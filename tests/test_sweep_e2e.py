@@ -43,6 +43,8 @@ def test_sweep_on_imported_features(ray_cluster, tmp_path, capsys):
     assert len(method_rows) == 3 * 2 and len(base_rows) == 1
     assert (method_rows.base == "crt").all() and base_rows.base.isna().all()
     assert method_rows.trial_id.nunique() == 3
+    configs = method_rows.groupby(["k", "distance"]).trial_id.nunique()
+    assert (configs == 1).all(), "a configuration was proposed twice"
     for _, group in method_rows.groupby("trial_id"):
         assert sorted(group.seed) == [0, 1]
         assert group.k.nunique() == 1 and group.distance.nunique() == 1
@@ -57,10 +59,14 @@ def test_sweep_on_imported_features(ray_cluster, tmp_path, capsys):
 
     # A second sweep on the same features imports nothing again.
     entries = sorted(p.name for p in (store / "features").iterdir())
-    assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", "num_samples=1",
+    # It also runs each configuration of a finite space once: 12 requested, 6×2 exist.
+    assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", "num_samples=16",
                        "repeats=1", "method.epochs=5"]) == 0
     assert sorted(p.name for p in (store / "features").iterdir()) == entries
     assert len(list((store / "sweeps").iterdir())) == 2
+    second = writer.read_results(_results_uri(capsys.readouterr().out))
+    second = second[second.method == "alphanet"]
+    assert len(second) == (num_base - 1) * 2 and not second.duplicated(["k", "distance"]).any()
 
 
 @pytest.mark.s3

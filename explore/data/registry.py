@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from explore.data import cifar, fashion_mnist, list_datasets
+from explore.data import cifar, fashion_mnist, list_datasets, open_set
 from explore.data.types import DatasetError, LongTailDataset
 
 
@@ -40,6 +40,12 @@ class DatasetConfig:
     """Decode size of path-based images (ImageNet-LT / Places-LT), see ``load_image``."""
     download: bool = False
     """Fashion-MNIST only: fetch missing files with torchvision."""
+    aux_per_class: int | None = None
+    """Open-set datasets only (``fashion_mnist_lt_open``): auxiliary images per held-out
+    class; None = the dataset's default (300)."""
+    test_per_class: int | None = None
+    """Open-set datasets only: a balanced seeded subset of the official test images per
+    class, for quick runs; None = the whole test set."""
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -50,6 +56,13 @@ class DatasetConfig:
         _check_int("val_per_class", self.val_per_class, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         _check_int("image_size", self.image_size, minimum=1)
+        for knob in ("aux_per_class", "test_per_class"):
+            _check_int(knob, getattr(self, knob), minimum=1)
+            if getattr(self, knob) is not None and self.name not in OPEN_SET:
+                raise DatasetError(
+                    f"dataset.{knob} applies only to {', '.join(sorted(OPEN_SET))}, "
+                    f"not {self.name}; leave it unset"
+                )
         if self.imbalance_factor is not None and not (
             isinstance(self.imbalance_factor, numbers.Real)
             and not isinstance(self.imbalance_factor, bool)
@@ -72,9 +85,9 @@ class DatasetConfig:
                         f"dataset.{knob} applies only to {', '.join(sorted(LIST_DEFINED))}, "
                         f"not {self.name}; leave it unset"
                     )
-        if self.download and self.name != "fashion_mnist_lt":
+        if self.download and self.name not in ("fashion_mnist_lt", "fashion_mnist_lt_open"):
             raise DatasetError(
-                f"dataset.download applies only to fashion_mnist_lt, not {self.name}"
+                f"dataset.download applies only to fashion_mnist_lt(_open), not {self.name}"
             )
 
     @classmethod
@@ -110,6 +123,14 @@ def _fashion_mnist_lt(cfg: DatasetConfig) -> LongTailDataset:
     return fashion_mnist.fashion_mnist_lt(cfg.root, download=cfg.download, **_sampled_kwargs(cfg))
 
 
+def _fashion_mnist_lt_open(cfg: DatasetConfig) -> LongTailDataset:
+    kwargs = _sampled_kwargs(cfg)
+    for knob in ("aux_per_class", "test_per_class"):
+        if getattr(cfg, knob) is not None:
+            kwargs[knob] = getattr(cfg, knob)
+    return open_set.fashion_mnist_lt_open(cfg.root, download=cfg.download, **kwargs)
+
+
 def _cifar10_lt(cfg: DatasetConfig) -> LongTailDataset:
     return cifar.cifar10_lt(cfg.root, **_sampled_kwargs(cfg))
 
@@ -128,6 +149,7 @@ def _places_lt(cfg: DatasetConfig) -> LongTailDataset:
 
 DATASETS: dict[str, Callable[[DatasetConfig], LongTailDataset]] = {
     "fashion_mnist_lt": _fashion_mnist_lt,
+    "fashion_mnist_lt_open": _fashion_mnist_lt_open,
     "cifar10_lt": _cifar10_lt,
     "cifar100_lt": _cifar100_lt,
     "imagenet_lt": _imagenet_lt,
@@ -137,6 +159,9 @@ DATASETS: dict[str, Callable[[DatasetConfig], LongTailDataset]] = {
 
 LIST_DEFINED: frozenset[str] = frozenset({"imagenet_lt", "places_lt"})
 """Datasets whose splits are published lists (never re-sampled)."""
+
+OPEN_SET: frozenset[str] = frozenset({"fashion_mnist_lt_open"})
+"""Datasets with an auxiliary (open-set) pool: ``LongTailDataset.aux``."""
 
 
 def load_dataset(cfg: DatasetConfig) -> LongTailDataset:

@@ -43,6 +43,24 @@ class LongTailDataset:
     test: ImageSplit
     params: dict[str, Any] = field(default_factory=dict)
     """Everything that determines the splits (part of the feature-cache key)."""
+    aux: ImageSplit | None = None
+    """Open-set auxiliary images (neighbor silencing): classes outside the target label
+    space, labelled 0..A−1 by ``aux_classes``. Never part of train/val/test."""
+    aux_classes: tuple[str, ...] = ()
+    """Names of the auxiliary classes, indexed by ``aux`` label; empty without ``aux``."""
+
+    def __post_init__(self) -> None:
+        if (self.aux is None) != (not self.aux_classes):
+            raise ValueError("LongTailDataset needs aux and aux_classes together (or neither)")
+        if self.aux is not None and len(self.aux) and (
+            self.aux.labels.min() < 0 or self.aux.labels.max() >= len(self.aux_classes)
+        ):
+            raise ValueError(
+                f"aux labels must lie in [0, {len(self.aux_classes)}) (one per aux class)"
+            )
+        overlap = set(self.aux_classes) & set(self.classes)
+        if overlap:
+            raise ValueError(f"aux classes {sorted(overlap)} are also target classes")
 
     @property
     def num_classes(self) -> int:

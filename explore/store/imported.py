@@ -5,10 +5,18 @@ Layout (local directory or ``s3://bucket/prefix``)::
     train.npz, val.npz, test.npz   arrays ``features`` (float, N×d) and ``labels`` (int, N)
     classes.txt                    optional: one class name per line
     classifier.npz                 optional: ``weight`` (C×d) and ``bias`` (C) of a base classifier
+    aux.npz                        optional: open-set auxiliary features (neighbor silencing):
+                                   ``features`` (A-pool N×d) and ``labels`` 0..A−1
+    aux_classes.txt                optional with aux.npz: one auxiliary class name per line
 
 C is the number of lines of classes.txt when given, else the largest label + 1. Every
 class must have at least one training sample (the long-tail methods need a per-class
 count and prototype). Every check fails with a one-line message that says what to fix.
+
+The auxiliary pool becomes the FeatureSet split ``"aux"`` and ``meta["aux_classes"]`` (A
+names; ``aux_0..`` without aux_classes.txt), exactly what a backbone run of an open-set
+dataset produces. Auxiliary classes are outside the target label space: their names must
+differ from the targets'.
 
 Cache usage -- the key depends only on the bytes of the feature files and classes.txt, so
 re-importing the same files (from any location) hits the cache::
@@ -40,7 +48,10 @@ __all__ = [
 
 CLASSES_FILE = "classes.txt"
 CLASSIFIER_FILE = "classifier.npz"
-_KEY_FILES = tuple(f"{s}.npz" for s in REQUIRED_SPLITS) + (CLASSES_FILE,)
+AUX_FILE = "aux.npz"
+AUX_CLASSES_FILE = "aux_classes.txt"
+# Absent files are left out of the digest, so adding the aux names keeps older keys.
+_KEY_FILES = tuple(f"{s}.npz" for s in REQUIRED_SPLITS) + (CLASSES_FILE, AUX_FILE, AUX_CLASSES_FILE)
 
 
 class FeatureImportError(ValueError):
@@ -224,6 +235,17 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
         except ValueError as exc:
             raise FeatureImportError(f"{where}: {exc}") from None
 
+    aux_data = _read(fs, f"{root}/{AUX_FILE}", join(uri, AUX_FILE))
+    aux_names_data = _read(fs, f"{root}/{AUX_CLASSES_FILE}", join(uri, AUX_CLASSES_FILE))
+    aux_classes: tuple[str, ...] = ()
+    if aux_data is not None:
+        raw["aux"], aux_classes = _aux_pool(uri, aux_data, aux_names_data, d, classes)
+    elif aux_names_data is not None:
+        raise FeatureImportError(
+            f"{join(uri, AUX_CLASSES_FILE)} is given without {AUX_FILE}; add the auxiliary "
+            f"features or remove the file"
+        )
+
     try:
         splits = {s: FeatureSplit(x, y) for s, (x, y) in raw.items()}
     except ValueError as exc:  # e.g. NaN features
@@ -232,13 +254,70 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
     for name, data in [
         *((f"{s}.npz", files[s]) for s in REQUIRED_SPLITS),
         (CLASSES_FILE, classes_data),
+        (AUX_FILE, aux_data),
+        (AUX_CLASSES_FILE, aux_names_data),
     ]:
         if data is not None:
             digests[name] = hashlib.sha256(data).hexdigest()
-    meta = {
+    meta: dict[str, object] = {
         "source": "imported",
         "imported_from": uri,
         "files": digests,
         "classes_given": classes_data is not None,
     }
+    if aux_classes:
+        meta["aux_classes"] = list(aux_classes)
     return FeatureSet(splits=splits, classes=classes, meta=meta), classifier
+
+
+def _class_names(data: bytes, where: str) -> tuple[str, ...]:
+    try:
+        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise FeatureImportError(f"{where} is not UTF-8 text") from None
+    if len(set(lines)) != len(lines):
+        raise FeatureImportError(f"{where} has duplicate class names; make them unique")
+    return tuple(lines)
+
+
+def _aux_pool(
+    uri: str, data: bytes, names_data: bytes | None, d: int, classes: tuple[str, ...]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
+    """The checked auxiliary pool of aux.npz (+ aux_classes.txt): ((features, labels), names)."""
+    where = join(uri, AUX_FILE)
+    arrays = _load_npz(data, where, ("features", "labels"))
+    x, y = arrays["features"], arrays["labels"]
+    if x.ndim != 2 or x.shape[1] != d or not np.issubdtype(x.dtype, np.floating):
+        raise FeatureImportError(
+            f"{where}: features must be floating point N×{d} (the width of train.npz), got "
+            f"shape {x.shape} dtype {x.dtype}"
+        )
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
+        raise FeatureImportError(
+            f"{where}: labels must be a 1-D integer array with one label per feature row, got "
+            f"shape {y.shape} dtype {y.dtype} for {len(x)} rows"
+        )
+    if len(y) == 0:
+        raise FeatureImportError(f"{where} is empty; drop the file or add auxiliary samples")
+    if names_data is not None:
+        names = _class_names(names_data, join(uri, AUX_CLASSES_FILE))
+    else:
+        names = tuple(f"aux_{a}" for a in range(int(y.max()) + 1))
+    if int(y.min()) < 0 or int(y.max()) >= len(names):
+        raise FeatureImportError(
+            f"{where}: labels must lie in [0, {len(names)}) (one per auxiliary class), found "
+            f"[{int(y.min())}, {int(y.max())}]"
+        )
+    overlap = sorted(set(names) & set(classes))
+    if overlap:
+        raise FeatureImportError(
+            f"{join(uri, AUX_CLASSES_FILE)}: {overlap} are also target classes; auxiliary "
+            "classes must lie outside the target label space"
+        )
+    if len(names) > len(classes):
+        # The FeatureSet checks every split's labels against the target classes.
+        raise FeatureImportError(
+            f"{where}: {len(names)} auxiliary classes but only {len(classes)} targets; the "
+            "feature store keeps at most as many auxiliary classes as targets"
+        )
+    return (x, y), names

@@ -25,7 +25,7 @@ from explore import __version__
 from explore.config import ConfigError, KnobSpace, SweepConfig, sweep_config
 from explore.results import writer
 from explore.store import uri as storage
-from explore.sweep.study import StudyJournal, fail_trials, reconcile_study
+from explore.sweep.study import StudyJournal, reconcile_study
 
 log = logging.getLogger("explore")
 
@@ -134,8 +134,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     method = get_method(cfg.method_name)
     method.make_params(cfg.method_settings())  # fail on bad settings before touching anything
     store = FeatureStore(storage_uri)  # checks the storage is reachable
-    if cfg.mode != "head":
-        raise ConfigError("mode=full is not available for this method yet; use mode=head")
+    full_settings = _check_full_mode(cfg, method)
     _init_ray(cfg)
     prepared = prepare(cfg, method, store)
     space = checked_space(cfg, method, prepared.facts)
@@ -169,10 +168,14 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
         cpus_per_trial=cfg.runner.cpus_per_trial,
         gpus_per_trial=cfg.runner.gpus_per_trial,
         max_failures=cfg.runner.max_failures,
+        dataset=dict(cfg.dataset) if cfg.mode == "full" else {},
+        backbone=dict(cfg.backbone) if cfg.mode == "full" else {},
+        full=full_settings,
     )
     done = writer.existing_names(storage_uri, sweep_id)
     if prepared.base_result is not None and f"base-{prepared.base_name}" not in done:
-        base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name))
+        # The reference row is a head on the CE backbone's cached features, in either mode.
+        base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name), mode="head")
         row = result_row(base_ctx, f"base-{prepared.base_name}", str(prepared.base_name), None, None,
                          prepared.base_result)
         writer.write_rows(storage_uri, sweep_id, f"base-{prepared.base_name}", [row])
@@ -182,12 +185,12 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
     journal = StudyJournal(storage_uri, sweep_id)
     study_storage = search.journal_storage(journal.local_path(fetch=resuming))
-    remaining, run_name, interrupted = num_samples, "tune", []
+    remaining, run_name = num_samples, "tune"
     if resuming:
         # Resume from what is durable: finished trials' Parquet files and the Optuna
         # study. Finished trials are kept and never rerun; the rest run as new trials.
         finished = writer.finished_trials(storage_uri, sweep_id)
-        interrupted = reconcile_study(study_storage, sweep_id, finished, list(space), cfg.search.metric)
+        reconcile_study(study_storage, sweep_id, finished, list(space), cfg.search.metric)
         remaining = num_samples - len(finished)
         run_name = f"tune-resume-{len(list(_tune_runs(fs, sweep_path)))}"
         log.info("resume %s: %d finished trial(s) kept, %d to run", sweep_id, len(finished), max(remaining, 0))
@@ -201,7 +204,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
                 mode=cfg.search.mode,
                 search_alg=search.searcher(cfg, space, sweep_id, study_storage),
                 num_samples=remaining,
-                max_concurrent_trials=cfg.search.max_concurrent_trials,
+                max_concurrent_trials=_max_concurrent(cfg),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -214,7 +217,6 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
             ),
         )
         tuner.fit()
-    fail_trials(study_storage, sweep_id, interrupted)
     journal.upload()
 
     uri = writer.results_uri(storage_uri, sweep_id)
@@ -227,13 +229,53 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     return uri
 
 
+def _check_full_mode(cfg: SweepConfig, method: Any) -> dict[str, Any]:
+    """mode=full: the method has a full-mode recipe, the data are images, and the ``full``
+    settings (a ``full:`` block of the config, e.g. ``+full.drw_start=5``) are valid.
+    Returns those settings ({} in head mode)."""
+    if cfg.mode != "full":
+        return {}
+    from explore.pipeline import backbone_train_config
+    from explore.training.full import FullModeConfig, FullModeError, full_method_kind
+
+    if cfg.features:
+        raise ConfigError("mode=full trains the backbone on images: drop features= and give a dataset")
+    settings = dict(cfg.full)
+    try:
+        full_method_kind(method.make_params(cfg.method_settings()))
+        FullModeConfig.from_mapping(settings).method_start(backbone_train_config(cfg.backbone).epochs)
+    except FullModeError as exc:
+        raise ConfigError(str(exc)) from None
+    return settings
+
+
+def _max_concurrent(cfg: SweepConfig) -> int:
+    """Full-mode trials each need ``backbone.num_workers`` worker CPUs at once; running more
+    trials than the cluster can hold would leave their worker groups waiting."""
+    if cfg.mode != "full":
+        return cfg.search.max_concurrent_trials
+    import ray
+
+    workers = int(cfg.backbone.get("num_workers", 1)) * cfg.runner.cpus_per_trial
+    fits = int(ray.cluster_resources().get("CPU", 1) // max(workers, 1e-9))
+    return max(1, min(cfg.search.max_concurrent_trials, fits))
+
+
 def _trial_function(cfg: SweepConfig, ctx: Any) -> Any:
-    """The Tune trainable with its resources, per ``runner.head_placement``."""
+    """The Tune trainable with its resources, per ``mode`` and ``runner.head_placement``."""
     import ray
     from ray import tune
 
-    from explore.sweep.trial import train_job_trainable, trainable
+    from explore.sweep.trial import full_trainable, train_job_trainable, trainable
 
+    if cfg.mode == "full":
+        if not ray.cluster_resources().get("trial_driver"):
+            raise ConfigError(
+                "mode=full needs the custom resource 'trial_driver' on the cluster (see "
+                "cluster/*.yaml: resources: {trial_driver: N} on the head)"
+            )
+        # The trial drives Train runs and holds no CPU: the workers hold them (RAY_NOTES §3).
+        return tune.with_resources(tune.with_parameters(full_trainable, ctx=ctx), {"trial_driver": 1})
     if cfg.runner.head_placement == "in_trial":
         resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
         return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)

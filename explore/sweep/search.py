@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
+import numpy as np
 import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
@@ -43,22 +45,94 @@ def sampler(cfg: SweepConfig, space: dict[str, KnobSpace]) -> optuna.samplers.Ba
     raise ConfigError(f"search.sampler={cfg.search.sampler!r} must be tpe, random or grid")
 
 
-class ResumableOptunaSearch(OptunaSearch):
-    """After a hard kill the pickled searcher can be older than the persisted study, so
-    a replayed intermediate result may hit a finished trial (RAY_NOTES §8): skip it —
-    the completion is recorded either way."""
+class ExploreOptunaSearch(OptunaSearch):
+    """OptunaSearch that proposes each configuration once.
+
+    On a small discrete space (k 2..7 × two distances) TPE keeps proposing the best
+    configuration again; rerunning it only repeats the same seeds. A repeated proposal
+    is told the value the study already has (as Optuna's FAQ suggests, so TPE keeps the
+    evidence) and the sampler is asked again; once every configuration of a finite space
+    has been proposed, the search finishes early.
+    """
+
+    RESAMPLES_BEFORE_ENQUEUE = 10
+
+    def __init__(self, *args: Any, space_values: dict[str, list[Any]] | None = None, seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A finite space: every configuration, in a seeded order, to fall back on.
+        self._all: list[dict[str, Any]] | None = None
+        if space_values is not None:
+            names = sorted(space_values)
+            combos = [dict(zip(names, values)) for values in itertools.product(*(space_values[n] for n in names))]
+            order = np.random.default_rng(seed).permutation(len(combos))
+            self._all = [combos[i] for i in order]
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        from ray.tune.search import Searcher
+
+        for attempt in range(self.RESAMPLES_BEFORE_ENQUEUE + 1):
+            known = self._known_configurations()
+            if self._all is not None:
+                unseen = [c for c in self._all if _config_key(c) not in known]
+                if not unseen:
+                    return Searcher.FINISHED
+                if attempt == self.RESAMPLES_BEFORE_ENQUEUE:
+                    # The sampler keeps proposing known configurations: take the next unseen one.
+                    self._ot_study.enqueue_trial(unseen[0])
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
+            ot_trial = self._ot_trials[trial_id]
+            key = _config_key(ot_trial.params)
+            if key not in known or attempt == self.RESAMPLES_BEFORE_ENQUEUE:
+                return config
+            del self._ot_trials[trial_id]
+            value = known[key]
+            if value is None:  # the same configuration is running now
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._ot_study.tell(ot_trial, value)
+        return None  # unreachable: the last attempt always returns
+
+    def _known_configurations(self) -> dict[tuple, float | None]:
+        """Configurations proposed so far → their value (None while running)."""
+        known: dict[tuple, float | None] = {}
+        for t in self._ot_study.get_trials(deepcopy=False):
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                known[_config_key(t.params)] = t.value
+            elif t.state == optuna.trial.TrialState.RUNNING and t.params:
+                known.setdefault(_config_key(t.params), None)
+        return known
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """After a hard kill the pickled searcher can be older than the persisted study,
+        so a replayed result may hit a finished trial (RAY_NOTES §8): skip it — the
+        completion is recorded either way."""
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
 
 
+def _config_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def space_values(space: dict[str, KnobSpace]) -> dict[str, list[Any]] | None:
+    """Every value of every swept knob, or None when a knob is continuous."""
+    swept = {name: knob for name, knob in space.items() if knob.type != "fixed"}
+    if any(k.type == "float" for k in swept.values()):
+        return None
+    return {name: knob.values() for name, knob in swept.items()}
+
+
 def searcher(
     cfg: SweepConfig, space: dict[str, KnobSpace], study_name: str, storage: optuna.storages.BaseStorage
 ) -> OptunaSearch:
-    return ResumableOptunaSearch(
+    return ExploreOptunaSearch(
+        space_values=space_values(space),
+        seed=cfg.seed,
         metric=cfg.search.metric,
         mode=cfg.search.mode,
         sampler=sampler(cfg, space),

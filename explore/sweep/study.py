@@ -61,42 +61,28 @@ def reconcile_study(
     finished: pd.DataFrame,
     knobs: list[str],
     metric: str,
-) -> list[int]:
-    """Make the study agree with the results after a hard kill: a trial left RUNNING
-    whose configuration has finished rows is told COMPLETE with their mean metric.
-    Returns the numbers of the other RUNNING trials (interrupted): they stay RUNNING
-    while the resumed sweep runs — a grid sampler proposes such configurations again
-    once the unvisited ones are done, but never a FAILed one — and are then marked
-    FAIL by ``fail_trials``."""
+) -> None:
+    """Make the study agree with the results after a hard kill. A trial left RUNNING
+    whose configuration has finished rows is told COMPLETE with their mean metric; any
+    other RUNNING trial was interrupted: it is marked FAIL and its configuration is
+    enqueued, so the resumed sweep runs it first (a grid sampler would otherwise count
+    a FAILed configuration as visited and never run it)."""
     try:
         study = optuna.load_study(study_name=study_name, storage=study_storage)
     except KeyError:
-        return []
-    interrupted = []
+        return
     unmatched = finished.copy()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         match = unmatched
         for name in knobs:
-            if name in trial.params:
+            if name in trial.params and name in match:
                 match = match[match[name].astype(object) == trial.params[name]]
+        value = float(match.iloc[0][metric]) if len(match) else math.nan
         if len(match):
-            row = match.iloc[0]
-            unmatched = unmatched[unmatched.trial_id != row.trial_id]
-            value = float(row[metric])
-            if math.isnan(value):
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(trial.number, value)
-        else:
-            interrupted.append(trial.number)
-    return interrupted
-
-
-def fail_trials(study_storage: optuna.storages.BaseStorage, study_name: str, numbers: list[int]) -> None:
-    """Mark trials that are still RUNNING (stale, from a killed driver) as FAIL."""
-    if not numbers:
-        return
-    study = optuna.load_study(study_name=study_name, storage=study_storage)
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.number in numbers:
+            unmatched = unmatched[unmatched.trial_id != match.iloc[0].trial_id]
+        if math.isnan(value):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            if not len(match) and trial.params:
+                study.enqueue_trial(dict(trial.params))
+        else:
+            study.tell(trial.number, value)

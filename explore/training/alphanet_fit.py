@@ -65,7 +65,12 @@ class AlphaNetCorrections:
 
 def fit_alphanet(inputs: PosthocInputs, params: AlphaNetParams, seeds: list[int]) -> list[SeedResult]:
     """Train AlphaNet once per seed (batched) and evaluate each at its selected epoch."""
-    trained = train_alphanet(inputs, params, seeds)
+    return evaluate_alphanet(inputs, train_alphanet(inputs, params, seeds))
+
+
+def evaluate_alphanet(inputs: PosthocInputs, trained: AlphaNetCorrections) -> list[SeedResult]:
+    """Each seed's test (and validation) metrics with its selected corrections."""
+    seeds = trained.seeds
     few_t, nbrs_t = torch.from_numpy(trained.few), torch.from_numpy(trained.neighbors)
     bias = torch.from_numpy(inputs.classifier.bias.astype(np.float32))
     views = {"test": _EvalView(inputs.test, few_t, nbrs_t, bias)}

@@ -72,7 +72,7 @@ def fit_head(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(np.require(train[0], np.float32, ["C", "W"]))  # store reads are read-only views
-    y = torch.as_tensor(train[1], dtype=torch.long)
+    y = torch.tensor(np.asarray(train[1]), dtype=torch.long)  # a copy: labels are small
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)

@@ -1,7 +1,8 @@
 """The methods a sweep can run: name → params dataclass + how to train it.
 
 Every entry trains all seeds of one configuration and returns one ``SeedResult``
-per seed; ``tests/test_registry.py`` checks this table against ``search_spaces/``.
+per seed; ``tests/test_head_methods.py::test_registry_matches_search_spaces`` checks
+this table against ``search_spaces/``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from explore.results.schema import KNOB_COLUMNS
 from explore.splits import SplitThresholds
 from explore.store.feature_store import FeatureSet
 from explore.training.alphanet_fit import fit_alphanet
+from explore.training.lfm_fit import LFMHeadParams, fit_lfm, require_text_encoder
+from explore.training.ns_fit import NSHeadParams, fit_neighbor_silencing
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import PosthocInputs
+from explore.training.swrm_fit import DySWRMHeadParams, SWRMHeadParams, check_window, fit_dyswrm, fit_swrm
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,17 @@ def _run_alphanet(inputs: TrialInputs, params: AlphaNetParams, seeds: list[int])
     return fit_alphanet(inputs.posthoc, params, seeds)
 
 
+def _check_neighbor_silencing(params: NSHeadParams, facts: DataFacts) -> None:
+    if params.neighbor_map is None and params.neighbor_source == "text":
+        require_text_encoder("neighbor_silencing with neighbor_source=text")
+
+
+def _check_lfm(params: LFMHeadParams, facts: DataFacts) -> None:
+    if facts.num_classes < 2:
+        raise ValueError("lfm needs at least 2 classes to pair")
+    require_text_encoder("lfm")
+
+
 METHODS: dict[str, MethodSpec] = {
     "alphanet": MethodSpec(
         "alphanet",
@@ -83,6 +98,32 @@ METHODS: dict[str, MethodSpec] = {
         posthoc=True,
         check=lambda p, facts: p.check_against(facts.num_base_classes),
         limits=lambda facts: {"k": facts.num_base_classes},
+    ),
+    "swrm": MethodSpec(
+        "swrm",
+        SWRMHeadParams,
+        fit_swrm,
+        check=lambda p, facts: check_window(p, facts.num_classes),
+        limits=lambda facts: {"W": facts.num_classes},
+    ),
+    "dyswrm": MethodSpec(
+        "dyswrm",
+        DySWRMHeadParams,
+        fit_dyswrm,
+        check=lambda p, facts: check_window(p, facts.num_classes),
+        limits=lambda facts: {"W": facts.num_classes},
+    ),
+    "neighbor_silencing": MethodSpec(
+        "neighbor_silencing",
+        NSHeadParams,
+        fit_neighbor_silencing,
+        check=_check_neighbor_silencing,
+    ),
+    "lfm": MethodSpec(
+        "lfm",
+        LFMHeadParams,
+        fit_lfm,
+        check=_check_lfm,
     ),
 }
 
