@@ -39,7 +39,7 @@ def evaluate_logits(
 ) -> dict[str, float]:
     """All test metrics of one model: per-split and overall top-1, overall top-5."""
     logits_t = torch.as_tensor(logits)
-    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    labels_t = torch.tensor(np.asarray(labels), dtype=torch.long)  # a copy: store views are read-only
     metrics = accuracy_by_split(logits_t.argmax(-1).numpy(), np.asarray(labels), split_of_class)
     metrics["top5_overall"] = float(topk_correct(logits_t, labels_t, 5).float().mean())
     return metrics

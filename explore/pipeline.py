@@ -17,7 +17,13 @@ import numpy as np
 from explore.config import SweepConfig
 from explore.evaluation import evaluate_logits
 from explore.splits import SplitThresholds
-from explore.store.feature_store import FeatureSet, FeatureSplit, FeatureStore, feature_key
+from explore.store.feature_store import (
+    CorruptShardError,
+    FeatureSet,
+    FeatureSplit,
+    FeatureStore,
+    feature_key,
+)
 from explore.training.bases import BaseSpec, train_base
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import LinearClassifier
@@ -44,11 +50,10 @@ class Prepared:
 
 def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepared:
     if cfg.features:
-        fkey, dataset_name, given = _imported_features(cfg.features, store)
+        fkey, dataset_name, fset, given = _imported_features(cfg.features, store)
     else:
-        fkey, dataset_name = _backbone_features(cfg, store)
+        fkey, dataset_name, fset = _backbone_features(cfg, store)
         given = None
-    fset = store.read(fkey)
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     facts = DataFacts(fset.num_classes, counts, cfg.splits)
     # Every sweep gets its base row: the model a post-hoc method corrects, or the
@@ -79,7 +84,9 @@ def evaluate_classifier(
 # features
 
 
-def _imported_features(uri: str, store: FeatureStore) -> tuple[str, str, LinearClassifier | None]:
+def _imported_features(
+    uri: str, store: FeatureStore
+) -> tuple[str, str, FeatureSet, LinearClassifier | None]:
     from explore.store.imported import import_feature_dir, imported_feature_key
 
     key = imported_feature_key(uri)
@@ -90,7 +97,7 @@ def _imported_features(uri: str, store: FeatureStore) -> tuple[str, str, LinearC
         holder["classifier"] = classifier
         return fset
 
-    store.get_or_build(key, build)
+    fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
     given = None
     if "classifier" in holder and holder["classifier"] is not None:
         c = holder["classifier"]
@@ -100,7 +107,7 @@ def _imported_features(uri: str, store: FeatureStore) -> tuple[str, str, LinearC
         if given is not None:
             given = LinearClassifier(np.asarray(given.weight, np.float32), np.asarray(given.bias, np.float32))
     log.info("features: imported %s (key %s)", uri, key)
-    return key, "imported", given
+    return key, "imported", fset, given
 
 
 def _backbone_config(cfg: SweepConfig) -> Any:
@@ -122,8 +129,9 @@ def backbone_train_config(backbone: dict[str, Any]) -> Any:
     return BackboneTrainConfig(**values)
 
 
-def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str]:
-    """Train (or find) the backbone, then extract (or find) its features."""
+def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str, FeatureSet]:
+    """Train (or find) the backbone, then extract (or find) its features. A cached entry
+    whose shards fail their checksums is deleted and extracted again, never used."""
     from explore.backbone.models import ModelSpec
     from explore.data.registry import DatasetConfig, load_dataset
 
@@ -138,10 +146,16 @@ def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str]
     if store.has_json(backbone_key, "backbone"):
         record = store.get_json(backbone_key, "backbone")
         if store.has(record["feature_key"]):
-            log.info("features: cache hit %s (backbone %s)", record["feature_key"], bcfg.arch)
-            return record["feature_key"], dataset.name
+            try:
+                fset = store.read(record["feature_key"])
+                log.info("features: cache hit %s (backbone %s)", record["feature_key"], bcfg.arch)
+                return record["feature_key"], dataset.name, fset
+            except CorruptShardError as exc:
+                log.warning("features: %s; extracting them again", exc)
+                store.delete(record["feature_key"])
     state = _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset)
-    return _extract(cfg, store, backbone_key, spec, state, dataset), dataset.name
+    fkey, fset = _extract(cfg, store, backbone_key, spec, state, dataset)
+    return fkey, dataset.name, fset
 
 
 def _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
@@ -180,7 +194,7 @@ def _decoder(cfg: SweepConfig):  # type: ignore[no-untyped-def]
     return functools.partial(load_image, size=size)
 
 
-def _extract(cfg, store, backbone_key, spec, state, dataset) -> str:  # type: ignore[no-untyped-def]
+def _extract(cfg, store, backbone_key, spec, state, dataset) -> tuple[str, FeatureSet]:  # type: ignore[no-untyped-def]
     import torch
 
     from explore.backbone.extract import extract_features
@@ -211,10 +225,10 @@ def _extract(cfg, store, backbone_key, spec, state, dataset) -> str:  # type: ig
             meta["aux_classes"] = list(dataset.aux_classes)
         return FeatureSet(splits, tuple(dataset.classes), meta)
 
-    store.get_or_build(fkey, build)
+    fset = store.get_or_build(fkey, build)
     store.put_json(backbone_key, "backbone", {"feature_key": fkey, "weights": digest})
     log.info("features: cached as %s", fkey)
-    return fkey
+    return fkey, fset
 
 
 # ---------------------------------------------------------------------------------------------

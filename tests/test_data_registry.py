@@ -44,7 +44,7 @@ def test_registry_names() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    known = "cifar100_lt, cifar10_lt, fashion_mnist_lt, imagenet_lt, places_lt"
+    known = "cifar100_lt, cifar10_lt, fashion_mnist_lt, fashion_mnist_lt_open, imagenet_lt, places_lt"
     with pytest.raises(DatasetError, match=f"unknown dataset 'mnist_lt'; known datasets: {known}"):
         DatasetConfig(name="mnist_lt")
 

@@ -39,7 +39,7 @@ def test_extract_adds_the_aux_split_with_the_same_backbone(tmp_path):
     state = {k: v.numpy() for k, v in spec.build().state_dict().items()}
     store = FeatureStore(str(tmp_path / "store"))
     cfg = SimpleNamespace(dataset={})
-    key = _extract(cfg, store, "bb0", spec, state, ds)
+    key, _ = _extract(cfg, store, "bb0", spec, state, ds)
 
     fset = store.read(key)
     assert sorted(fset.splits) == ["aux", "test", "train", "val"]
@@ -54,7 +54,7 @@ def test_extract_adds_the_aux_split_with_the_same_backbone(tmp_path):
 
     # A dataset without aux keeps the three splits and no aux_classes.
     plain = LongTailDataset("tiny", ds.classes, ds.train, ds.val, ds.test, params={"name": "tiny"})
-    fset2 = store.read(_extract(cfg, store, "bb1", spec, state, plain))
+    fset2 = store.read(_extract(cfg, store, "bb1", spec, state, plain)[0])
     assert sorted(fset2.splits) == ["test", "train", "val"] and "aux_classes" not in fset2.meta
 
 
