@@ -116,14 +116,11 @@ def _load_config(storage_uri: str, sweep_id: str) -> dict[str, Any]:
 
 def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
     """Run (or resume) a sweep; returns the URI of its Parquet results."""
-    from ray import tune
-
     from explore.pipeline import prepare
     from explore.store.feature_store import FeatureStore
     from explore.sweep import search
-    from explore.sweep.progress import ProgressReporter
     from explore.sweep.summary import configuration_table, format_table
-    from explore.sweep.trial import TrialContext, result_row
+    from explore.sweep.trial import TrialContext
     from explore.training.registry import get_method
 
     storage_uri, sweep_id, resuming = _sweep_location(cfg)
@@ -172,28 +169,54 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
         backbone=dict(cfg.backbone) if cfg.mode == "full" else {},
         full=full_settings,
     )
-    done = writer.existing_names(storage_uri, sweep_id)
-    if prepared.base_result is not None and f"base-{prepared.base_name}" not in done:
-        # The reference row is a head on the CE backbone's cached features, in either mode.
-        base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name), mode="head")
-        row = result_row(base_ctx, f"base-{prepared.base_name}", str(prepared.base_name), None, None,
-                         prepared.base_result)
-        writer.write_rows(storage_uri, sweep_id, f"base-{prepared.base_name}", [row])
+    _write_base_row(ctx, prepared)
+    _run_trials(cfg, ctx, space, num_samples, resuming)
+
+    uri = writer.results_uri(storage_uri, sweep_id)
+    rows = writer.read_results(uri)
+    print()
+    print(format_table(configuration_table(rows, cfg.search.metric)))
+    errors = int((rows["status"] != "ok").sum())
+    if errors:
+        print(f"\n{errors} row(s) of failed trials are recorded with status=error")
+    return uri
+
+
+
+def _write_base_row(ctx: Any, prepared: Any) -> None:
+    """The base/reference model's row, once per sweep (a resume keeps the existing one).
+    It is a head on the CE backbone's cached features, in either mode."""
+    from explore.sweep.trial import result_row
+
+    name = f"base-{prepared.base_name}"
+    if prepared.base_result is None or name in writer.existing_names(ctx.storage_uri, ctx.sweep_id):
+        return
+    base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name), mode="head")
+    row = result_row(base_ctx, name, str(prepared.base_name), None, None, prepared.base_result)
+    writer.write_rows(ctx.storage_uri, ctx.sweep_id, name, [row])
+
+def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_samples: int, resuming: bool) -> None:
+    """Run the sweep's trials with Ray Tune and the Optuna searcher; on a resume, only
+    the ones not finished yet."""
+    from ray import tune
+
+    from explore.sweep import search
+    from explore.sweep.progress import ProgressReporter
 
     fn = _trial_function(cfg, ctx)
-    fs, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+    fs, sweep_path = storage.resolve(writer.sweep_uri(ctx.storage_uri, ctx.sweep_id))
     storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
-    journal = StudyJournal(storage_uri, sweep_id)
+    journal = StudyJournal(ctx.storage_uri, ctx.sweep_id)
     study_storage = search.journal_storage(journal.local_path(fetch=resuming))
     remaining, run_name = num_samples, "tune"
     if resuming:
         # Resume from what is durable: finished trials' Parquet files and the Optuna
         # study. Finished trials are kept and never rerun; the rest run as new trials.
-        finished = writer.finished_trials(storage_uri, sweep_id)
-        reconcile_study(study_storage, sweep_id, finished, list(space), cfg.search.metric)
+        finished = writer.finished_trials(ctx.storage_uri, ctx.sweep_id)
+        reconcile_study(study_storage, ctx.sweep_id, finished, list(space), cfg.search.metric)
         remaining = num_samples - len(finished)
         run_name = f"tune-resume-{len(list(_tune_runs(fs, sweep_path)))}"
-        log.info("resume %s: %d finished trial(s) kept, %d to run", sweep_id, len(finished), max(remaining, 0))
+        log.info("resume %s: %d finished trial(s) kept, %d to run", ctx.sweep_id, len(finished), max(remaining, 0))
     if remaining > 0:
         progress = ProgressReporter(remaining, cfg.search.metric, ctx, on_trial_end=journal.upload)
         tuner = tune.Tuner(
@@ -202,7 +225,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
             tune_config=tune.TuneConfig(
                 metric=cfg.search.metric,
                 mode=cfg.search.mode,
-                search_alg=search.searcher(cfg, space, sweep_id, study_storage),
+                search_alg=search.searcher(cfg, space, ctx.sweep_id, study_storage),
                 num_samples=remaining,
                 max_concurrent_trials=_max_concurrent(cfg),
                 reuse_actors=True,
@@ -218,15 +241,6 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
         )
         tuner.fit()
     journal.upload()
-
-    uri = writer.results_uri(storage_uri, sweep_id)
-    rows = writer.read_results(uri)
-    print()
-    print(format_table(configuration_table(rows, cfg.search.metric)))
-    errors = int((rows["status"] != "ok").sum())
-    if errors:
-        print(f"\n{errors} row(s) of failed trials are recorded with status=error")
-    return uri
 
 
 def _check_full_mode(cfg: SweepConfig, method: Any) -> dict[str, Any]:
