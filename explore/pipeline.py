@@ -55,7 +55,7 @@ def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepar
         fkey, dataset_name, fset = _backbone_features(cfg, store)
         given = None
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
-    facts = DataFacts(fset.num_classes, counts, cfg.splits)
+    facts = DataFacts(fset.num_classes, counts, cfg.splits, tuple(fset.meta.get("aux_classes", ())))
     # Every sweep gets its base row: the model a post-hoc method corrects, or the
     # reference (e.g. CE) a training-time method is compared with.
     base_name, base_key, classifier = _base_model(cfg, store, fset, fkey, given)

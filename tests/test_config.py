@@ -115,3 +115,11 @@ def test_local_uris_become_absolute(tmp_path, monkeypatch):
     assert cfg.resume == str(tmp_path / "store" / "sweeps" / "x")
     cfg = load(["alphanet_k", "storage_uri=s3://b/p", "resume=alphanet_k-1"])
     assert cfg.storage_uri == "s3://b/p" and cfg.resume == "alphanet_k-1"
+
+
+def test_neighbor_silencing_without_an_auxiliary_pool_is_an_error_before_any_trial():
+    method = get_method("neighbor_silencing")
+    with pytest.raises(ValueError, match="needs an auxiliary pool .* dataset=fashion_mnist_lt_open"):
+        checked_space(load(["ns_lambda"]), method, _facts())
+    facts = DataFacts(10, _facts().counts, SplitThresholds(), aux_classes=("Shirt",))
+    assert set(checked_space(load(["ns_lambda"]), method, facts)) == {"lambda_s"}

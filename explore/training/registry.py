@@ -33,6 +33,8 @@ class DataFacts:
     num_classes: int
     counts: np.ndarray
     thresholds: SplitThresholds
+    aux_classes: tuple[str, ...] = ()
+    """Classes of the auxiliary pool (the feature split ``aux``), if the data has one."""
 
     @property
     def num_base_classes(self) -> int:
@@ -80,6 +82,11 @@ def _run_alphanet(inputs: TrialInputs, params: AlphaNetParams, seeds: list[int])
 
 
 def _check_neighbor_silencing(params: NSHeadParams, facts: DataFacts) -> None:
+    if not facts.aux_classes:
+        raise ValueError(
+            "neighbor_silencing needs an auxiliary pool and this data has none: use "
+            "dataset=fashion_mnist_lt_open, or features= with aux.npz and aux_classes.txt"
+        )
     if params.neighbor_map is None and params.neighbor_source == "text":
         require_text_encoder("neighbor_silencing with neighbor_source=text")
 
