@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 import pyarrow.ipc as ipc
 import pytest
 
@@ -166,7 +167,7 @@ def test_round_trip_local_with_shard_boundaries(tmp_path):
         for i, shard in enumerate(info["shards"]):
             assert shard["path"] == f"{split}-{i:05d}.arrow"
             raw = (entry / shard["path"]).read_bytes()
-            assert len(raw) == shard["bytes"] and hashlib.sha256(raw).hexdigest() == shard["sha256"]
+            assert len(raw) == shard["bytes"] and xxhash.xxh3_128_hexdigest(raw) == shard["xxh3_128"]
             table = ipc.open_file(pa.BufferReader(raw)).read_all()
             assert table.schema.metadata[b"explore.cache_key"] == key.encode()
             assert table.schema.metadata[b"explore.split"] == split.encode()
@@ -221,7 +222,7 @@ def test_corrupt_shards_are_detected_and_rebuilt_once(tmp_path):
     store.write(key, make_set())
     entry = tmp_path / "features" / key
     _flip_byte(entry / "train-00001.arrow")
-    with pytest.raises(CorruptShardError, match="train-00001.arrow.*sha256"):
+    with pytest.raises(CorruptShardError, match="train-00001.arrow.*checksum"):
         store.read(key)
 
     calls: list[int] = []
@@ -248,11 +249,28 @@ def test_shard_of_another_key_is_rejected(tmp_path):
     (b / "train-00000.arrow").write_bytes(raw)
     manifest = json.loads((b / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0].update(
-        bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest()
+        bytes=len(raw), xxh3_128=xxhash.xxh3_128_hexdigest(raw)
     )
     (b / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptShardError, match="train-00000.arrow carries key/split b'keya'"):
         store.read("keyb")
+
+
+def test_manifests_with_sha256_checksums_are_still_verified(tmp_path):
+    """Entries written before shards used xxh3-128 carry sha256: still checked."""
+    store = FeatureStore(str(tmp_path))
+    store.write("old", make_set(seed=1))
+    entry = tmp_path / "features" / "old"
+    manifest = json.loads((entry / "manifest.json").read_text())
+    for info in manifest["splits"].values():
+        for shard in info["shards"]:
+            del shard["xxh3_128"]
+            shard["sha256"] = hashlib.sha256((entry / shard["path"]).read_bytes()).hexdigest()
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    np.testing.assert_array_equal(store.read("old").train.features, make_set(seed=1).train.features)
+    _flip_byte(entry / "train-00000.arrow")
+    with pytest.raises(CorruptShardError, match="checksum"):
+        store.read("old")
 
 
 def test_stale_lock_is_broken_and_live_lock_is_waited_for(tmp_path):

@@ -4,14 +4,14 @@ Layout under a store root (local directory or ``s3://bucket/prefix``)::
 
     <root>/features/<key>/<split>-<i:05d>.arrow  shards: features FixedSizeList<float32, d>,
                                                 labels int64; key + split in schema metadata
-    <root>/features/<key>/manifest.json         written LAST; each shard's path/rows/bytes/sha256
+    <root>/features/<key>/manifest.json         written LAST; each shard's path/rows/bytes/xxh3-128 checksum
     <root>/features/<key>/.lock                  exclusive build lock (owner + timestamps)
     <root>/artifacts/<key>/<name>.npz(.json)     small derived arrays + checksum sidecar
     <root>/artifacts/<key>/<name>.json           small JSON documents with a checksum
 
 Rules that make the cache safe to share between processes and Ray workers:
 
-* A reader trusts only shards listed in a manifest, and checks each one's size, sha256 and
+* A reader trusts only shards listed in a manifest, and checks each one's size, checksum and
   schema metadata, so a half-written or damaged entry is either invisible or a loud
   ``CorruptShardError`` -- never silently wrong features.
 * The manifest is written last and atomically (temp file + rename locally; a single
@@ -441,6 +441,25 @@ def _sha256(data: Any) -> str:
     return hashlib.sha256(memoryview(data)).hexdigest()
 
 
+SHARD_CHECKSUM = "xxh3_128"
+"""Shards are checked on every read, so their checksum must cost little next to the read
+itself: xxh3-128 runs at ~16 GB/s here, sha256 at ~1.7 GB/s (10× slower than a local read
+from the page cache). It detects corruption and truncation; it is not a signature.
+Manifests written with sha256 (before) are still verified with sha256."""
+
+
+def _xxh3_128(data: Any) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(memoryview(data))
+
+
+def _shard_checksum_ok(data: Any, shard: dict[str, Any]) -> bool:
+    if SHARD_CHECKSUM in shard:
+        return _xxh3_128(data) == shard[SHARD_CHECKSUM]
+    return _sha256(data) == shard.get("sha256")
+
+
 class FeatureStore:
     """Feature cache at ``uri`` (local path or ``s3://bucket/prefix``); see the module docstring.
 
@@ -534,8 +553,13 @@ class FeatureStore:
             return self._fs.get_file_info(path).type == pafs.FileType.File
 
     def _read_bytes(self, path: str) -> pa.Buffer:
-        """The whole object in one sized read (fast on S3; see RAY_NOTES §4)."""
+        """The whole object: memory-mapped locally (no copy; the checksum is then the only
+        pass over the bytes, and arrays are views of the page cache), one sized read on S3
+        (fast there; see RAY_NOTES §4). Shards are never rewritten in place (an entry is
+        deleted before it is written again), so a mapping never sees its file change."""
         with self._errors("reading", path):
+            if isinstance(self._fs, pafs.LocalFileSystem):
+                return pa.memory_map(path, "r").read_buffer()
             with self._fs.open_input_file(path) as f:
                 return f.read_buffer(f.size())
 
@@ -647,7 +671,7 @@ class FeatureStore:
                         "path": fname,
                         "rows": stop - start,
                         "bytes": data.size,
-                        "sha256": _sha256(data),
+                        SHARD_CHECKSUM: _xxh3_128(data),
                     }
                 )
             splits[name] = {"rows": len(part), "shards": shards}
@@ -680,9 +704,9 @@ class FeatureStore:
             raise CorruptShardError(
                 f"shard {shown} has {buf.size} bytes, manifest says {shard['bytes']}"
             )
-        if _sha256(buf) != shard["sha256"]:
+        if not _shard_checksum_ok(buf, shard):
             raise CorruptShardError(
-                f"shard {shown} fails its sha256 check (damaged or overwritten)"
+                f"shard {shown} fails its checksum (damaged or overwritten)"
             )
         try:
             table = ipc.open_file(pa.BufferReader(buf)).read_all()

@@ -1,0 +1,152 @@
+"""Command line: ``python -m benchmarks [--quick] [--only NAME ...]`` from the repository root.
+
+Run it inside the loopback namespace so that the S3 part may start its moto server:
+``bash .ci/loopback .venv/bin/python -m benchmarks``. Outside it, the S3 part is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from benchmarks._timing import Figure
+from benchmarks.overhead import bench_overhead
+from benchmarks.recompute import bench_recompute
+from benchmarks.repeats import bench_repeats
+from benchmarks.scale import bench_scale
+from benchmarks.store import bench_store_local, bench_store_s3, loopback_only, store_size
+from benchmarks.synthetic import IMAGENET_LT, LongTailSize, Problem
+from explore.methods.alphanet import AlphaNetParams
+
+NAMES = ("repeats", "recompute", "overhead", "store", "scale")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Sizes and repeats of one harness mode."""
+
+    name: str
+    big: LongTailSize
+    """The 'ImageNet-LT' problem (full: the real size; quick: a reduced one)."""
+    small: LongTailSize | None
+    """An extra, overhead-bound size for the repeats benchmark (full mode only)."""
+    epochs: int
+    repeats_runs: int
+    recompute_seeds: int
+    recompute_runs: int
+    store_mb: float
+    store_runs: int
+    scale_classes: tuple[int, ...]
+    scale_ks: tuple[int, ...]
+    overhead_trials: int = 6
+    overhead_trial_seconds: float = 10.0
+    overhead_placements: tuple[str, ...] = ("in_trial", "ray_train")
+
+
+FULL = Mode("full", IMAGENET_LT, replace(IMAGENET_LT, d=256), epochs=25, repeats_runs=2, recompute_seeds=2,
+            recompute_runs=2, store_mb=200, store_runs=7, scale_classes=(250, 500, 1000), scale_ks=(2, 5, 10))
+QUICK = Mode("quick", replace(IMAGENET_LT, d=256).scaled(200), None, epochs=10, repeats_runs=5,
+             recompute_seeds=2, recompute_runs=2, store_mb=50, store_runs=5, scale_classes=(100, 200),
+             scale_ks=(2, 5), overhead_trials=4, overhead_trial_seconds=3.0, overhead_placements=("in_trial",))
+
+
+def _describe(size: LongTailSize) -> str:
+    return f"C={size.num_classes}, N_train={size.train_total}, d={size.d}"
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress shows even when stdout is a file
+
+
+def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print) -> list[Figure]:
+    """Run the selected benchmarks of ``mode``; print and return their figures."""
+    figures: list[Figure] = []
+
+    def report(title: str, figs: list[Figure], started: float) -> None:
+        out(f"\n== {title}  ({time.perf_counter() - started:.0f} s)")
+        for fig in figs:
+            out(fig.line())
+        figures.extend(figs)
+
+    big: Problem | None = None
+
+    def big_problem() -> Problem:
+        nonlocal big
+        if big is None:
+            started = time.perf_counter()
+            big = Problem.make(mode.big)
+            out(f"(generated synthetic {_describe(mode.big)} in {time.perf_counter() - started:.0f} s)")
+        return big
+
+    params = AlphaNetParams(k=10, distance="euclidean", rho=0.5, epochs=mode.epochs)
+    if "repeats" in only:
+        started = time.perf_counter()
+        figs = bench_repeats(big_problem().inputs, params, 10, mode.repeats_runs, _describe(mode.big)).figures()
+        if mode.small is not None:
+            small = Problem.make(mode.small)
+            figs += bench_repeats(small.inputs, params, 10, mode.repeats_runs + 1, _describe(mode.small)).figures()
+            del small
+        report(f"1. repeats: batched vs sequential seeds, k=10, {mode.epochs} epochs", figs, started)
+    if "recompute" in only:
+        started = time.perf_counter()
+        problem = big_problem()
+        problem.drop_inputs()  # the shipped path builds its own Z, inside the timing
+        figs = bench_recompute(problem, params, mode.recompute_seeds, mode.recompute_runs,
+                               _describe(mode.big)).figures()
+        report(f"2. work AlphaNet need not redo, k=10, {mode.epochs} epochs", figs, started)
+    if "overhead" in only:
+        started = time.perf_counter()
+        if loopback_only():
+            figs = bench_overhead(mode.overhead_trials, mode.overhead_trial_seconds, mode.overhead_placements)
+            report(f"3. sweep overhead: {mode.overhead_trials} trials of ~{mode.overhead_trial_seconds:g} s, "
+                   "full sweep path vs in-process", figs, started)
+        else:
+            out("(overhead skipped: it starts Ray, so it must run in the loopback-only namespace)")
+    if "store" in only:
+        started = time.perf_counter()
+        size = store_size(mode.store_mb)
+        figs = bench_store_local(size, mode.store_runs).figures()
+        if loopback_only():
+            figs += bench_store_s3(size, mode.store_runs).figures()
+        else:
+            out("(S3 part skipped: not in a loopback-only network namespace; run it as "
+                "`bash .ci/loopback .venv/bin/python -m benchmarks`)")
+        report("4. feature store read throughput", figs, started)
+    if "scale" in only:
+        started = time.perf_counter()
+        problem = big_problem()
+        problem.drop_inputs()
+        with tempfile.TemporaryDirectory(prefix="explore-bench-scale-") as tmp:
+            rep = bench_scale(problem, tmp, list(mode.scale_classes), list(mode.scale_ks), 10, mode.epochs)
+        report(f"5. scale: {_describe(mode.big)}, euclidean, rho=0.5, 10 seeds", rep.figures(), started)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (about 1–2 minutes)")
+    parser.add_argument("--only", action="append", choices=NAMES, help="run only this benchmark (repeatable)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    mode = QUICK if args.quick else FULL
+    only = set(args.only or NAMES)
+    _print(f"explore benchmarks, {mode.name} mode: {', '.join(n for n in NAMES if n in only)}")
+    print(f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
+    started = time.perf_counter()
+    figures = run(mode, only)
+    missed = [f.name.strip() for f in figures if f.met is False]
+    print(f"\ndone in {time.perf_counter() - started:.0f} s; targets missed: {missed or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Sweep overhead: the same trials through the full sweep path vs called in-process.
+
+The full path is Ray Tune + the Optuna searcher + the trial's worker process + Parquet
+(+ a Ray Train job per trial with ``runner.head_placement=ray_train``); the in-process
+path calls the same ``run_configuration`` on the same features. Overhead per trial =
+(sweep wall − Σ in-process trial time) / N, measured in one run, side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._timing import Figure
+
+
+def _feature_dir(path: Path, seed: int = 0, classes: int = 40, d: int = 128) -> Path:
+    """A long-tail feature set in the bring-your-own format (counts 400 → 5)."""
+    rng = np.random.default_rng(seed)
+    counts = np.maximum(5, (400 * (80 ** (-np.arange(classes) / (classes - 1))))).astype(int)
+    centers = rng.normal(size=(classes, d)) * 1.5
+
+    def draw(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(classes), ns)
+        return (centers[y] + rng.normal(size=(len(y), d))).astype(np.float32), y
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name, ns in (("train", counts), ("val", np.full(classes, 20)), ("test", np.full(classes, 30))):
+        x, y = draw(ns)
+        np.savez(path / f"{name}.npz", features=x, labels=y)
+    return path
+
+
+def bench_overhead(num_trials: int, trial_seconds: float, placements: tuple[str, ...]) -> list[Figure]:
+    """``num_trials`` AlphaNet configurations (k = 2, 3, …; grid search, one trial at a
+    time) whose training takes about ``trial_seconds`` each."""
+    import ray
+
+    from explore.config import load
+    from explore.pipeline import prepare
+    from explore.store.feature_store import FeatureStore
+    from explore.sweep import trial as trial_mod
+    from explore.sweep.__main__ import main as sweep_main
+    from explore.sweep.trial import TrialContext, run_configuration
+    from explore.training.registry import get_method
+
+    root = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    feats = _feature_dir(root / "feats")
+    store_uri = str(root / "store")
+    base = ["alphanet_k", f"features={feats}", f"storage_uri={store_uri}", "repeats=5",
+            "search.sampler=grid", "space.distance=euclidean", "space.k.low=2",
+            f"space.k.high={1 + num_trials}", "search.max_concurrent_trials=1"]
+
+    # Calibrate the epochs so that one trial trains for about `trial_seconds` in-process.
+    cfg = load(base)
+    method = get_method("alphanet")
+    prepared = prepare(cfg, method, FeatureStore(store_uri))
+
+    def context(epochs: int) -> TrialContext:
+        settings = {**cfg.method_settings(), "epochs": epochs, "lr_step_epochs": max(10, epochs // 3)}
+        return TrialContext("bench", "alphanet_k", store_uri, prepared.feature_key, "imported", "alphanet",
+                            settings, tuple(cfg.seeds), cfg.splits, base_name=prepared.base_name,
+                            base_key=prepared.base_key)
+
+    run_configuration(context(25), {"k": 2}, "warm-up")
+    started = time.perf_counter()
+    run_configuration(context(25), {"k": 2}, "calibrate")
+    epochs = max(25, int(25 * trial_seconds / (time.perf_counter() - started)))
+
+    # In-process: the same configurations, one load of the features included.
+    trial_mod._INPUTS.clear()
+    ctx = context(epochs)
+    in_process = []
+    for k in range(2, 2 + num_trials):
+        started = time.perf_counter()
+        run_configuration(ctx, {"k": k}, f"in-process-{k}")
+        in_process.append(time.perf_counter() - started)
+    total_in_process = sum(in_process)
+
+    figures = [Figure("trial training time, in-process (median)", float(np.median(in_process)), "s")]
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), resources={"trial_driver": 2}, log_to_driver=False)
+    for placement in placements:
+        argv = [*base, f"method.epochs={epochs}", f"method.lr_step_epochs={max(10, epochs // 3)}",
+                f"runner.head_placement={placement}"]
+        started = time.perf_counter()
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            rc = sweep_main(argv)
+        wall = time.perf_counter() - started
+        if rc != 0:
+            raise RuntimeError(f"the {placement} sweep failed (exit {rc})")
+        # The progress line of the last trial gives the Tune run's wall time; the rest of
+        # the call is once-per-sweep work (cache checks, base row, summary).
+        progress = [line for line in printed.getvalue().splitlines() if "s elapsed)" in line]
+        tune_wall = float(progress[-1].rsplit("seeds, ", 1)[1].split(" s elapsed")[0])
+        per_trial = (tune_wall - total_in_process) / num_trials
+        share = (tune_wall - total_in_process) / tune_wall
+        target = placement == "in_trial"
+        figures += [
+            Figure(f"sweep overhead per trial ({placement})", per_trial, "s",
+                   "< 1 s" if target else "", (per_trial < 1.0) if target else None,
+                   f"{num_trials} trials: Tune {tune_wall:.1f} s vs in-process {total_in_process:.1f} s"),
+            Figure(f"overhead share of the sweep's trial time ({placement})", 100 * share, "%",
+                   "< 10%" if target else "", (share < 0.10) if target else None),
+            Figure(f"once-per-sweep driver work ({placement})", wall - tune_wall, "s",
+                   note="storage checks, cached features + base, results summary"),
+        ]
+    return figures
