@@ -123,3 +123,17 @@ def test_neighbor_silencing_without_an_auxiliary_pool_is_an_error_before_any_tri
         checked_space(load(["ns_lambda"]), method, _facts())
     facts = DataFacts(10, _facts().counts, SplitThresholds(), aux_classes=("Shirt",))
     assert set(checked_space(load(["ns_lambda"]), method, facts)) == {"lambda_s"}
+
+
+def test_unreachable_storage_is_a_one_line_error_without_secrets(monkeypatch, capsys):
+    import os
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    assert sweep_main(["alphanet_k", "storage_uri=s3://explore-bucket/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach S3 endpoint" in err[0] and f"127.0.0.1:{port}" in err[0]
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in err[0]
