@@ -59,11 +59,18 @@ def test_sweep_on_imported_features(ray_cluster, tmp_path, capsys):
 
     # A second sweep on the same features imports nothing again.
     entries = sorted(p.name for p in (store / "features").iterdir())
+    # A space whose knobs are all pinned is one configuration (no search).
+    assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", "space.k=3",
+                       "space.distance=cosine", "num_samples=5", "repeats=2", "method.epochs=5"]) == 0
+    pinned = writer.read_results(_results_uri(capsys.readouterr().out))
+    pinned = pinned[pinned.method == "alphanet"]
+    assert len(pinned) == 2 and set(pinned.k) == {3} and set(pinned.distance) == {"cosine"}
+
     # It also runs each configuration of a finite space once: 12 requested, 6×2 exist.
     assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", "num_samples=16",
                        "repeats=1", "method.epochs=5"]) == 0
     assert sorted(p.name for p in (store / "features").iterdir()) == entries
-    assert len(list((store / "sweeps").iterdir())) == 2
+    assert len(list((store / "sweeps").iterdir())) == 3
     second = writer.read_results(_results_uri(capsys.readouterr().out))
     second = second[second.method == "alphanet"]
     assert len(second) == (num_base - 1) * 2 and not second.duplicated(["k", "distance"]).any()

@@ -141,7 +141,10 @@ def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
             "set dataset.val_per_class (and lower dataset.n_max) or give features with val.npz"
         )
     num_samples = cfg.num_samples
-    if cfg.search.sampler == "grid":
+    if all(knob.type == "fixed" for knob in space.values()):
+        num_samples = 1
+        log.info("every knob is fixed: one configuration")
+    elif cfg.search.sampler == "grid":
         num_samples = search.grid_size(space)
         log.info("grid search: %d configurations", num_samples)
     if not resuming:
@@ -225,7 +228,10 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
             tune_config=tune.TuneConfig(
                 metric=cfg.search.metric,
                 mode=cfg.search.mode,
-                search_alg=search.searcher(cfg, space, ctx.sweep_id, study_storage),
+                # With no swept knob there is nothing to search (Optuna would have no
+                # distribution): Tune runs the one configuration by itself.
+                search_alg=search.searcher(cfg, space, ctx.sweep_id, study_storage)
+                if any(knob.type != "fixed" for knob in space.values()) else None,
                 num_samples=remaining,
                 max_concurrent_trials=_max_concurrent(cfg),
                 reuse_actors=True,
