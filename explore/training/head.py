@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explore.training.tensors import tensor_view
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(logits, targets) → per-sample losses. Targets are class indices or soft labels."""
 SampleFn = Callable[[int, np.random.Generator], np.ndarray]
@@ -71,7 +73,7 @@ def fit_head(
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(np.require(train[0], np.float32, ["C", "W"]))  # store reads are read-only views
+    x = tensor_view(train[0])
     y = torch.tensor(np.asarray(train[1]), dtype=torch.long)  # a copy: labels are small
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -119,7 +121,7 @@ def _train_epoch(
 @torch.no_grad()
 def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 8192) -> torch.Tensor:
     model.eval()
-    x = torch.as_tensor(features, dtype=torch.float32)
+    x = tensor_view(features)
     return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
 

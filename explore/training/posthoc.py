@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from explore.splits import SplitThresholds
+from explore.training.tensors import tensor_view
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ def build_posthoc_inputs(
         if name not in splits:
             return None
         x, y = splits[name]
-        z = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) @ weight_t.T
-        return SplitLogits(z, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        return SplitLogits(tensor_view(x, np.float32) @ weight_t.T,
+                           torch.tensor(np.asarray(y), dtype=torch.int64))
 
     train = split_logits("train")
     test = split_logits("test")
