@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +167,10 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
-    tune.report(summarize_rows(rows_of_trial(ctx, dict(config), trial_id)))
+    started = time.perf_counter()
+    rows = rows_of_trial(ctx, dict(config), trial_id)
+    # trial_seconds: the work itself, so that the sweep's overhead can be measured around it.
+    tune.report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
 
 
 def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -211,7 +215,10 @@ def full_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
-    tune.report(summarize_rows(rows_of_trial(ctx, dict(config), trial_id)))
+    started = time.perf_counter()
+    rows = rows_of_trial(ctx, dict(config), trial_id)
+    # trial_seconds: the work itself, so that the sweep's overhead can be measured around it.
+    tune.report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
 
 
 _DATASETS: OrderedDict[str, Any] = OrderedDict()
@@ -321,5 +328,6 @@ def _seed_result_from_json(doc: dict[str, Any]) -> SeedResult:
 def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
+    started = time.perf_counter()
     rows = rows_of_trial(config["ctx"], config["knobs"], config["trial_id"])
-    ray.train.report(summarize_rows(rows))
+    ray.train.report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
