@@ -32,7 +32,8 @@ class ProgressReporter(Callback):
         print(
             f"[{self.finished}/{self.total}] {knobs}: {self.metric} {result.get(self.metric, float('nan')):.4f}"
             f"  few {result.get('acc_few', float('nan')):.4f}  overall {result.get('acc_overall', float('nan')):.4f}"
-            f"  ({int(result.get('num_seeds', 0))} seeds, {time.monotonic() - self.start:.0f} s elapsed)",
+            f"  ({int(result.get('num_seeds', 0))} seeds in {result.get('trial_seconds', float('nan')):.1f} s,"
+            f" {time.monotonic() - self.start:.1f} s elapsed)",
             flush=True,
         )
         writer.delete_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}")
