@@ -9,8 +9,9 @@ store's lock).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,11 @@ from explore.training.bases import BaseSpec, train_base
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import LinearClassifier
 from explore.training.registry import DataFacts, MethodSpec
+
+if TYPE_CHECKING:
+    from explore.backbone.loop import BackboneTrainConfig
+    from explore.backbone.models import ModelSpec
+    from explore.data.types import LongTailDataset
 
 log = logging.getLogger("explore")
 
@@ -143,6 +149,7 @@ def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str,
         {"kind": "backbone", "v": PIPELINE_VERSION, "dataset": dataset.params,
          "model": spec.as_dict(), "train": bcfg.as_dict()}
     )
+    backbone = BackboneRun(backbone_key, spec, bcfg, dataset)
     if store.has_json(backbone_key, "backbone"):
         record = store.get_json(backbone_key, "backbone")
         if store.has(record["feature_key"]):
@@ -153,12 +160,25 @@ def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str,
             except CorruptShardError as exc:
                 log.warning("features: %s; extracting them again", exc)
                 store.delete(record["feature_key"])
-    state = _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset)
-    fkey, fset = _extract(cfg, store, backbone_key, spec, state, dataset)
+    state = _trained_backbone(cfg, store, backbone)
+    fkey, fset = _extract(cfg, store, backbone, state)
     return fkey, dataset.name, fset
 
 
-def _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class BackboneRun:
+    """One backbone of the pipeline: its cache key, architecture, training recipe and data."""
+
+    key: str
+    spec: ModelSpec
+    train: BackboneTrainConfig | None
+    dataset: LongTailDataset
+
+
+def _trained_backbone(cfg: SweepConfig, store: FeatureStore, backbone: BackboneRun) -> dict[str, np.ndarray]:
+    """The backbone's weights: from the store, or trained as a Ray Train job and stored."""
+    backbone_key, spec, bcfg, dataset = backbone.key, backbone.spec, backbone.train, backbone.dataset
+    assert bcfg is not None
     if store.has_arrays(backbone_key, "weights"):
         log.info("backbone: cached weights %s", backbone_key)
         return store.get_arrays(backbone_key, "weights")[0]
@@ -183,7 +203,7 @@ def _trained_backbone(cfg, store, backbone_key, spec, bcfg, dataset) -> dict[str
     return arrays
 
 
-def _decoder(cfg: SweepConfig):  # type: ignore[no-untyped-def]
+def _decoder(cfg: SweepConfig) -> Callable[[str], np.ndarray] | None:
     size = cfg.dataset.get("image_size")
     if not size:
         return None
@@ -194,12 +214,17 @@ def _decoder(cfg: SweepConfig):  # type: ignore[no-untyped-def]
     return functools.partial(load_image, size=size)
 
 
-def _extract(cfg, store, backbone_key, spec, state, dataset) -> tuple[str, FeatureSet]:  # type: ignore[no-untyped-def]
+def _extract(
+    cfg: SweepConfig, store: FeatureStore, backbone: BackboneRun, state: dict[str, np.ndarray]
+) -> tuple[str, FeatureSet]:
+    """The backbone's features of every split, keyed by its weights' digest (extracted
+    once; read back when already stored)."""
     import torch
 
     from explore.backbone.extract import extract_features
     from explore.backbone.models import weights_digest
 
+    backbone_key, spec, dataset = backbone.key, backbone.spec, backbone.dataset
     model = spec.build()
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     digest = weights_digest(model)
@@ -218,7 +243,8 @@ def _extract(cfg, store, backbone_key, spec, state, dataset) -> tuple[str, Featu
         splits = {}
         for name in names:
             split = getattr(dataset, name)
-            feats = extract_features(model, split, decode=decode) if len(split) else np.zeros((0, model.feature_dim), np.float32)
+            feats = (extract_features(model, split, decode=decode) if len(split)
+                     else np.zeros((0, model.feature_dim), np.float32))
             splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
         meta = {"dataset": dataset.params, "arch": spec.arch, "weights": digest}
         if dataset.aux is not None:

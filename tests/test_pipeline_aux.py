@@ -13,7 +13,7 @@ import torch
 
 from explore.backbone.models import ModelSpec, to_tensor
 from explore.data.types import ImageSplit, LongTailDataset
-from explore.pipeline import _extract
+from explore.pipeline import BackboneRun, _extract
 from explore.splits import SplitThresholds
 from explore.store import FeatureImportError, FeatureStore, import_feature_dir, imported_feature_key
 
@@ -39,7 +39,7 @@ def test_extract_adds_the_aux_split_with_the_same_backbone(tmp_path):
     state = {k: v.numpy() for k, v in spec.build().state_dict().items()}
     store = FeatureStore(str(tmp_path / "store"))
     cfg = SimpleNamespace(dataset={})
-    key, _ = _extract(cfg, store, "bb0", spec, state, ds)
+    key, _ = _extract(cfg, store, BackboneRun("bb0", spec, None, ds), state)
 
     fset = store.read(key)
     assert sorted(fset.splits) == ["aux", "test", "train", "val"]
@@ -54,7 +54,7 @@ def test_extract_adds_the_aux_split_with_the_same_backbone(tmp_path):
 
     # A dataset without aux keeps the three splits and no aux_classes.
     plain = LongTailDataset("tiny", ds.classes, ds.train, ds.val, ds.test, params={"name": "tiny"})
-    fset2 = store.read(_extract(cfg, store, "bb1", spec, state, plain)[0])
+    fset2 = store.read(_extract(cfg, store, BackboneRun("bb1", spec, None, plain), state)[0])
     assert sorted(fset2.splits) == ["test", "train", "val"] and "aux_classes" not in fset2.meta
 
 

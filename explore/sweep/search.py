@@ -18,8 +18,9 @@ def param_space(space: dict[str, KnobSpace]) -> dict[str, Any]:
     """Tune domains; OptunaSearch turns them into Optuna distributions."""
     out: dict[str, Any] = {}
     for name, knob in space.items():
-        if knob.type == "int":
-            out[name] = tune.lograndint(int(knob.low), int(knob.high) + 1) if knob.log else tune.randint(int(knob.low), int(knob.high) + 1)
+        if knob.type == "int":  # Tune's integer upper bounds are exclusive
+            low, high = int(knob.low), int(knob.high) + 1
+            out[name] = tune.lograndint(low, high) if knob.log else tune.randint(low, high)
         elif knob.type == "float":
             out[name] = tune.loguniform(knob.low, knob.high) if knob.log else tune.uniform(knob.low, knob.high)
         elif knob.type == "categorical":
