@@ -22,6 +22,7 @@ from benchmarks.synthetic import Problem, as_splits
 from explore.evaluation import evaluate_logits
 from explore.methods.alphanet import (
     AlphaNetParams,
+    class_means,
     combine,
     epoch_sample_indices,
     make_alpha_network,
@@ -32,7 +33,7 @@ from explore.methods.alphanet import (
 from explore.splits import SplitThresholds
 from explore.training.alphanet_fit import AlphaNetCorrections, evaluate_alphanet, train_alphanet
 from explore.training.outcome import SeedResult
-from explore.training.posthoc import build_posthoc_inputs, class_means_by_blocks
+from explore.training.posthoc import build_posthoc_inputs
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def fit_alphanet_from_features(problem: Problem, params: AlphaNetParams, seed: i
     few_mask = SplitThresholds().few_mask(counts)
     split_of_class = SplitThresholds().split_of_class(counts)
     few, base = np.flatnonzero(few_mask), np.flatnonzero(~few_mask)
-    means = class_means_by_blocks(train_x, train_y, C)  # == alphanet.class_means, faster (tested)
+    means = class_means(train_x, train_y, C)
     nbrs = nearest_base_classes(means, few, base, params.k, params.distance)
 
     W = torch.from_numpy(clf.weight)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from explore.methods.alphanet import class_means
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet, FeatureSplit
 from explore.training.posthoc import (
     LinearClassifier,
     PosthocInputs,
     build_posthoc_inputs,
-    class_means_by_blocks,
 )
 
 
@@ -162,7 +162,7 @@ def bayes_classifier(features: np.ndarray, labels: np.ndarray, num_classes: int,
     under-predicted on a balanced test set (what AlphaNet corrects).
     """
     d = features.shape[1]
-    means = class_means_by_blocks(features, labels, num_classes)
+    means = class_means(features, labels, num_classes)
     counts = np.bincount(labels, minlength=num_classes)
     var = noise**2
     weight = means / var

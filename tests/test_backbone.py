@@ -30,7 +30,6 @@ from explore.backbone.loop import _rank_indices
 from explore.data.types import ImageSplit
 
 
-
 @pytest.fixture(autouse=True)
 def one_thread():
     """The machine is shared and these models are tiny; restore torch's setting afterwards."""

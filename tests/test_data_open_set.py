@@ -9,7 +9,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from explore.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist_files, read_fashion_mnist
+from explore.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    find_fashion_mnist_files,
+    read_fashion_mnist,
+)
 from explore.data.open_set import AUX_CLASSES, TARGET_CLASSES, fashion_mnist_lt_open
 from explore.data.registry import DatasetConfig, load_dataset
 from explore.data.types import DatasetError, ImageSplit, LongTailDataset

@@ -4,13 +4,13 @@ with features and results on the local S3-compatible server."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 

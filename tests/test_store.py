@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import xxhash
 import pyarrow.ipc as ipc
 import pytest
+import xxhash
 
 from explore.store import (
     CorruptShardError,

@@ -34,7 +34,6 @@ from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
 
 
-
 @dataclass(frozen=True)
 class TauNormParams:
     """Knobs of the τ-normalised classifier."""

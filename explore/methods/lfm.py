@@ -44,14 +44,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 import numpy as np
 import torch
 
 from explore.methods._arrays import ArrayT
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
-
 
 
 @dataclass(frozen=True)

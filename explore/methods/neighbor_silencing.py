@@ -36,16 +36,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 import numpy as np
 import torch
-
-from explore.splits import Split
 
 from explore.methods._arrays import ArrayT
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
-
+from explore.splits import Split
 
 
 @dataclass(frozen=True)

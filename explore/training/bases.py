@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explore.methods.alphanet import class_means
 from explore.methods.baselines import (
     NCMParams,
     TauNormParams,
@@ -37,7 +38,7 @@ from explore.methods.baselines import (
     tau_normalize,
 )
 from explore.training.head import HeadTrainConfig, fit_head
-from explore.training.posthoc import LinearClassifier, class_means_by_blocks
+from explore.training.posthoc import LinearClassifier
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -208,7 +209,7 @@ def train_ncm(splits: Splits, num_classes: int, cfg: HeadTrainConfig, settings: 
     ``W = μ̂``, ``b = 0`` ranks classes as the cosine does.
     """
     x, y = splits["train"]
-    means = class_means_by_blocks(x, y, num_classes)  # C×d float64
+    means = class_means(x, y, num_classes)  # C×d float64
     if settings.metric == "euclidean":
         weight, bias = 2.0 * means, -(means**2).sum(axis=1)
     else:

@@ -52,7 +52,13 @@ from explore.backbone.loop import BackboneTrainConfig, TrainHooks
 from explore.backbone.models import Preprocess, load_batch
 from explore.data.types import ImageSplit, LongTailDataset
 from explore.evaluation import evaluate_logits
-from explore.methods.lfm import LFMParams, mix, pair_probabilities, sample_lambda, soft_cross_entropy
+from explore.methods.lfm import (
+    LFMParams,
+    mix,
+    pair_probabilities,
+    sample_lambda,
+    soft_cross_entropy,
+)
 from explore.methods.neighbor_silencing import NSParams, ns_loss, sample_aux_indices
 from explore.methods.swrm import (
     DySWRMParams,

@@ -44,7 +44,12 @@ from explore.methods.lfm import (
     soft_cross_entropy,
     text_distance,
 )
-from explore.text_encoder import DEFAULT_PROMPT, TextEncoderUnavailableError, encode_class_names, encoder_name
+from explore.text_encoder import (
+    DEFAULT_PROMPT,
+    TextEncoderUnavailableError,
+    encode_class_names,
+    encoder_name,
+)
 from explore.training.head import HeadTrainConfig, LossFn, MixFn, fit_head
 from explore.training.head_runs import HeadData, HeadTraining, head_data, run_seeds
 from explore.training.outcome import SeedResult

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explore.methods.alphanet import class_means
 from explore.methods.neighbor_silencing import (
     NSParams,
     aux_per_target_counts,
@@ -40,7 +41,6 @@ from explore.splits import Split
 from explore.training.head import HeadFit, LossFn, SampleFn, fit_head
 from explore.training.head_runs import HeadData, HeadTraining, head_data, run_seeds
 from explore.training.outcome import SeedResult
-from explore.training.posthoc import class_means_by_blocks
 
 if TYPE_CHECKING:
     from explore.training.registry import TrialInputs
@@ -160,9 +160,9 @@ def _neighbors_by_similarity(
         aux_emb, _ = class_text_features([aux_names[a] for a in present])
         source = f"text:{encoder}"
     else:
-        target_emb = class_means_by_blocks(data.train[0], data.train[1], data.num_classes)
+        target_emb = class_means(data.train[0], data.train[1], data.num_classes)
         in_pool = np.isin(aux_y, present)
-        aux_emb = class_means_by_blocks(aux_x[in_pool], np.searchsorted(present, aux_y[in_pool]), len(present))
+        aux_emb = class_means(aux_x[in_pool], np.searchsorted(present, aux_y[in_pool]), len(present))
         source = "prototype"
     found = find_neighbors(target_emb, aux_emb, per_target.tolist())
     return [[int(present[a]) for a in row] for row in found], source

@@ -23,7 +23,13 @@ from explore.training.lfm_fit import LFMHeadParams, fit_lfm, require_text_encode
 from explore.training.ns_fit import NSHeadParams, fit_neighbor_silencing
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import PosthocInputs
-from explore.training.swrm_fit import DySWRMHeadParams, SWRMHeadParams, check_window, fit_dyswrm, fit_swrm
+from explore.training.swrm_fit import (
+    DySWRMHeadParams,
+    SWRMHeadParams,
+    check_window,
+    fit_dyswrm,
+    fit_swrm,
+)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explore.methods.alphanet import class_means
 from explore.methods.swrm import (
     DySWRMParams,
     DySWRMSimilarity,
@@ -37,7 +38,6 @@ from explore.methods.swrm import (
 from explore.training.head import HeadFit, fit_head
 from explore.training.head_runs import HeadData, HeadTraining, head_data, run_seeds, seeded_linear
 from explore.training.outcome import SeedResult
-from explore.training.posthoc import class_means_by_blocks
 
 if TYPE_CHECKING:
     from explore.training.registry import TrialInputs
@@ -79,7 +79,7 @@ def _tsne_settings(perplexity: float, learning_rate: float | None, num_classes: 
 
 def _prototypes(data: HeadData) -> np.ndarray:
     """Class means of the training features: the prototypes of the CE-trained backbone."""
-    return class_means_by_blocks(data.train[0], data.train[1], data.num_classes)
+    return class_means(data.train[0], data.train[1], data.num_classes)
 
 
 def swrm_tsne_settings(params: SWRMHeadParams, data: HeadData) -> tuple[np.ndarray, float, float]:
