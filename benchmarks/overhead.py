@@ -44,11 +44,13 @@ def bench_overhead(num_trials: int, trial_seconds: float, placements: tuple[str,
 
     from explore.config import load
     from explore.pipeline import prepare
-    from explore.store.feature_store import FeatureStore
+    from explore.recipes import get_recipe
+    from explore.results.layout import SweepLayout
+    from explore.results.rows import Provenance
+    from explore.store import FeatureStore
     from explore.sweep import trial as trial_mod
     from explore.sweep.__main__ import main as sweep_main
     from explore.sweep.trial import TrialContext, run_configuration
-    from explore.training.registry import get_method
 
     root = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     feats = _feature_dir(root / "feats")
@@ -59,14 +61,17 @@ def bench_overhead(num_trials: int, trial_seconds: float, placements: tuple[str,
 
     # Calibrate the epochs so that one trial trains for about `trial_seconds` in-process.
     cfg = load(base)
-    method = get_method("alphanet")
-    prepared = prepare(cfg, method, FeatureStore(store_uri))
+    prepared = prepare(cfg, get_recipe("alphanet"), FeatureStore(store_uri))
+    provenance = Provenance(sweep_id="bench", space="alphanet_k", mode="head",
+                            dataset=prepared.dataset_name, feature_key=prepared.feature_key,
+                            thresholds=cfg.splits, code_version="bench",
+                            base=prepared.reference.name, base_key=prepared.base_key)
 
     def context(epochs: int) -> TrialContext:
-        settings = {**cfg.method_settings(), "epochs": epochs, "lr_step_epochs": max(10, epochs // 3)}
-        return TrialContext("bench", "alphanet_k", store_uri, prepared.feature_key, "imported", "alphanet",
-                            settings, tuple(cfg.seeds), cfg.splits, base_name=prepared.base_name,
-                            base_key=prepared.base_key)
+        settings = {**cfg.method_settings, "epochs": epochs, "lr_step_epochs": max(10, epochs // 3)}
+        return TrialContext(layout=SweepLayout(store_uri, "bench"), provenance=provenance,
+                            method="alphanet", method_settings=settings, head=cfg.head,
+                            seeds=tuple(cfg.seeds))
 
     run_configuration(context(25), {"k": 2}, "warm-up")
     started = time.perf_counter()

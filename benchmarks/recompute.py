@@ -12,6 +12,7 @@ same accuracies; this doubles as an independent check of the shipped implementat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,6 @@ from benchmarks.synthetic import Problem, as_splits
 from explore.evaluation import evaluate_logits
 from explore.methods.alphanet import (
     AlphaNetParams,
-    class_means,
     combine,
     epoch_sample_indices,
     make_alpha_network,
@@ -30,8 +30,9 @@ from explore.methods.alphanet import (
     network_input,
     normalize_alphas,
 )
+from explore.methods.prototypes import class_means
+from explore.recipes.alphanet import AlphaNetCorrections, evaluate_alphanet, train_alphanet
 from explore.splits import SplitThresholds
-from explore.training.alphanet_fit import AlphaNetCorrections, evaluate_alphanet, train_alphanet
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import build_posthoc_inputs
 
@@ -49,7 +50,7 @@ class ReferenceRun:
 def fit_alphanet_from_features(problem: Problem, params: AlphaNetParams, seed: int) -> ReferenceRun:
     """AlphaNet (nearest neighbours) for one seed, recomputing logits from features.
 
-    Follows METHODS.md directly: the network ``make_alpha_network`` after
+    Follows docs/methods.md#alphanet directly: the network ``make_alpha_network`` after
     ``torch.manual_seed(seed)``, ``epoch_sample_indices`` with ``default_rng(seed)``,
     logits ``F Ŵᵀ + b`` for every batch and every validation pass.
     """
@@ -72,7 +73,7 @@ def fit_alphanet_from_features(problem: Problem, params: AlphaNetParams, seed: i
     torch.manual_seed(seed)
     net = make_alpha_network(x.shape[1], params.k, params.hidden)
     few_bias = torch.nn.Parameter(b[few_t].clone(), requires_grad=params.learn_bias)
-    groups = [{"params": list(net.parameters())}]
+    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
     if params.learn_bias:
         groups.append({"params": [few_bias], "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=params.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=params.weight_decay)

@@ -13,7 +13,7 @@ import numpy as np
 
 from benchmarks._timing import Figure, Timed, fmt_times, speedup, time_side_by_side
 from explore.methods.alphanet import AlphaNetParams
-from explore.training.alphanet_fit import AlphaNetCorrections, evaluate_alphanet, train_alphanet
+from explore.recipes.alphanet import AlphaNetCorrections, evaluate_alphanet, train_alphanet
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import PosthocInputs
 

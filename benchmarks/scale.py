@@ -25,9 +25,9 @@ from benchmarks._timing import Figure
 from benchmarks.synthetic import LongTailSize, Problem
 from explore.evaluation import evaluate_logits
 from explore.methods.alphanet import AlphaNetParams
+from explore.recipes.alphanet import evaluate_alphanet, train_alphanet
 from explore.splits import SplitThresholds
 from explore.store import FeatureStore, feature_key
-from explore.training.alphanet_fit import evaluate_alphanet, train_alphanet
 from explore.training.posthoc import LinearClassifier, build_posthoc_inputs
 
 TARGET_S = 60.0

@@ -23,8 +23,7 @@ from dataclasses import dataclass, replace
 
 from benchmarks._timing import Figure, Timed, time_side_by_side
 from benchmarks.synthetic import IMAGENET_LT, LongTailSize, make_feature_set
-from explore.store import FeatureStore, feature_key
-from explore.store.uri import resolve
+from explore.store import FeatureStore, feature_key, resolve
 
 TARGET = 0.8
 """Wanted store throughput as a fraction of the raw read's."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explore.methods.alphanet import class_means
+from explore.methods.prototypes import class_means
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet, FeatureSplit
 from explore.training.posthoc import (

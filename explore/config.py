@@ -5,13 +5,18 @@ the result into typed, validated dataclasses. Config flows one way, from here to
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from explore.backbone.loop import BackboneTrainConfig
+from explore.data.registry import DatasetConfig
+from explore.recipes.bases import BaseSpec
 from explore.splits import SplitThresholds
+from explore.training.head import HeadTrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 """The Hydra config root (must be absolute for ``initialize_config_dir``)."""
@@ -83,7 +88,8 @@ class KnobSpace:
     def values(self) -> list[Any]:
         """Every value, for grid search (int ranges and categorical/fixed only)."""
         if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1))
+            low, high = self.range()
+            return list(range(int(low), int(high) + 1))
         if self.type == "categorical":
             return list(self.choices)
         if self.type == "fixed":
@@ -94,8 +100,14 @@ class KnobSpace:
         """The extreme values, for validating a knob's whole range before the sweep."""
         if self.type in ("int", "float"):
             cast = int if self.type == "int" else float
-            return [cast(self.low), cast(self.high)]
+            return [cast(bound) for bound in self.range()]
         return self.values()
+
+    def range(self) -> tuple[float, float]:
+        """(low, high) of an int or float knob."""
+        if self.low is None or self.high is None:
+            raise ConfigError(f"space.{self.name}: a {self.type} knob has no range")
+        return float(self.low), float(self.high)
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,15 @@ class SearchConfig:
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = 6
     max_concurrent_trials: int = 2
+
+    def __post_init__(self) -> None:
+        _choice("search.sampler", self.sampler, ("tpe", "random", "grid"))
+        _choice("search.mode", self.mode, ("max", "min"))
+        _count("search.n_startup_trials", self.n_startup_trials, 0)
+        _count("search.max_concurrent_trials", self.max_concurrent_trials, 1)
+        if not self.metric.startswith(("val_", "acc_", "top5_")):
+            raise ConfigError(f"search.metric={self.metric!r} must name a result metric, e.g. "
+                              "val_acc_overall or val_acc_few")
 
 
 @dataclass(frozen=True)
@@ -119,9 +140,37 @@ class RunnerConfig:
     max_failures: int = 2
     """A trial that fails (worker lost, node preempted) is retried this many times."""
 
+    def __post_init__(self) -> None:
+        _choice("runner.head_placement", self.head_placement, ("in_trial", "ray_train"))
+        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
+            raise ConfigError("runner: cpus_per_trial must be > 0 and gpus_per_trial >= 0")
+        _count("runner.max_failures", self.max_failures, -1)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}{hint}")
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    """An integer setting: ``2.5`` or ``"3"`` is an error, never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+TOP_LEVEL = ("storage_uri", "features", "resume", "mode", "num_samples", "repeats", "seed",
+             "splits", "search", "runner", "head", "dataset", "backbone", "base", "method",
+             "space", "dry_run", "verbose")
+"""Every key a composed config may hold; anything else (e.g. ``+num_sample=3``) is a typo."""
+
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """A sweep's whole configuration, every group typed and checked once, here."""
+
     space_name: str
     storage_uri: str
     features: str | None
@@ -133,42 +182,41 @@ class SweepConfig:
     search: SearchConfig
     runner: RunnerConfig
     splits: SplitThresholds
-    dataset: dict[str, Any]
-    backbone: dict[str, Any]
-    base: dict[str, Any]
-    method: dict[str, Any]
+    head: HeadTrainConfig
+    """How every head on cached features trains (method heads and base/reference models)."""
+    dataset: DatasetConfig | None
+    """None when ``features=`` replaces dataset and backbone."""
+    backbone: BackboneTrainConfig
+    base: BaseSpec
+    method: str
+    method_settings: dict[str, Any]
+    """The ``method`` group without its name; the recipe validated them (see :func:`sweep_config`)."""
     space: dict[str, KnobSpace] = field(default_factory=dict)
-    full: dict[str, Any] = field(default_factory=dict)
-    """mode=full settings (``explore.training.full.FullModeConfig``)."""
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ConfigError(f"num_samples={self.num_samples} must be >= 1")
-        if self.repeats < 1:
-            raise ConfigError(f"repeats={self.repeats} must be >= 1")
-        if self.mode not in ("head", "full"):
-            raise ConfigError(f"mode={self.mode!r} must be 'head' or 'full'")
-
-    @property
-    def method_name(self) -> str:
-        return str(self.method["name"])
+        _count("num_samples", self.num_samples, 1)
+        _count("repeats", self.repeats, 1)
+        _count("seed", self.seed, 0)
+        _choice("mode", self.mode, ("head", "full"))
 
     @property
     def seeds(self) -> list[int]:
         """The same seeds for every configuration, so configurations compare paired."""
         return [self.seed + r for r in range(self.repeats)]
 
-    def method_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.method.items() if k != "name"}
 
+def _absolute(uri: str | None, what: str) -> str | None:
+    """Local paths become absolute (Ray workers run in other working directories); a
+    URI with a scheme must have the shape the store accepts."""
+    if uri is None:
+        return None
+    from explore.store import uri as storage
 
-def _absolute(uri: str | None) -> str | None:
-    """Local paths become absolute here: Ray workers run in other working directories."""
-    if uri is None or "://" in uri:
-        return uri
-    import os
-
-    return os.path.abspath(os.path.expanduser(uri))
+    try:
+        _, path = storage.resolve(uri)  # checks the URI's shape; touches no storage
+    except (ValueError, storage.StorageError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return uri if storage.is_s3(uri) else path
 
 
 def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -176,32 +224,65 @@ def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
-    """Typed view of a composed config (interpolations resolved)."""
+    """Typed view of a composed config (interpolations resolved). Every group becomes its
+    typed class here, before Ray starts or anything is written."""
+    from explore.recipes import get_recipe
+
     raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    unknown = sorted(set(raw) - set(TOP_LEVEL) - {"space_name", "sweep_id", "overrides"})
+    if unknown:
+        hints = [difflib.get_close_matches(k, TOP_LEVEL, n=1) for k in unknown]
+        named = ", ".join(f"{k}" + (f" (did you mean {h[0]}?)" if h else "") for k, h in zip(unknown, hints))
+        raise ConfigError(f"unknown setting(s): {named}")
     space = {name: KnobSpace.parse(name, spec) for name, spec in (raw.get("space") or {}).items()}
+    head = _typed(HeadTrainConfig, raw.get("head") or {}, "head")
+    method = dict(raw["method"])
+    method_name = str(method.pop("name", ""))
+    try:
+        recipe = get_recipe(method_name)
+        recipe.params(method)  # every method setting checked now
+        base = BaseSpec.from_mapping(dict(raw["base"]), head)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    features = _absolute(raw.get("features"), "features")
+    dataset = None if features else _typed(DatasetConfig, dict(raw["dataset"]), "dataset")
+    resume = raw.get("resume")
     return SweepConfig(
         space_name=space_name,
-        storage_uri=str(_absolute(str(raw["storage_uri"]))),
-        features=_absolute(raw.get("features")),
-        resume=raw.get("resume") if "/" not in str(raw.get("resume") or "") else _absolute(raw["resume"]),
+        storage_uri=str(_absolute(str(raw["storage_uri"]), "storage_uri")),
+        features=features,
+        resume=_absolute(resume, "resume") if resume and "/" in str(resume) else resume,
         mode=raw.get("mode", "head"),
-        num_samples=int(raw["num_samples"]),
-        repeats=int(raw["repeats"]),
-        seed=int(raw.get("seed", 0)),
+        num_samples=raw["num_samples"],
+        repeats=raw["repeats"],
+        seed=raw.get("seed", 0),
         search=_typed(SearchConfig, raw.get("search") or {}, "search"),
         runner=_typed(RunnerConfig, raw.get("runner") or {}, "runner"),
         splits=_typed(SplitThresholds, raw.get("splits") or {}, "splits"),
-        dataset=dict(raw["dataset"]),
-        backbone=dict(raw["backbone"]),
-        base=dict(raw["base"]),
-        method=dict(raw["method"]),
+        head=head,
+        dataset=dataset,
+        backbone=_backbone(raw["backbone"]),
+        base=base,
+        method=method_name,
+        method_settings=method,
         space=space,
-        full=dict(raw.get("full") or {}),
     )
+
+
+def _backbone(values: dict[str, Any]) -> BackboneTrainConfig:
+    try:
+        return BackboneTrainConfig.from_mapping(dict(values))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"backbone: {exc}" if not str(exc).startswith("backbone") else str(exc)) from None
 
 
 def load(argv: list[str]) -> SweepConfig:

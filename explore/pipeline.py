@@ -8,27 +8,30 @@ store's lock).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from explore.config import SweepConfig
 from explore.evaluation import evaluate_logits
+from explore.recipes import Recipe
+from explore.recipes.bases import train_base
 from explore.splits import SplitThresholds
-from explore.store.feature_store import (
+from explore.store import (
     CorruptShardError,
     FeatureSet,
     FeatureSplit,
     FeatureStore,
     feature_key,
 )
-from explore.training.bases import BaseSpec, train_base
+from explore.training.inputs import DataFacts
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import LinearClassifier
-from explore.training.registry import DataFacts, MethodSpec
 
 if TYPE_CHECKING:
     from explore.backbone.loop import BackboneTrainConfig
@@ -42,19 +45,37 @@ PIPELINE_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The sweep's reference rows: one result per seed (the same seeds as every
+    configuration), and what they are."""
+
+    name: str
+    """The base model's name (``crt``, ``ce``, ``given``, ...)."""
+    results: list[SeedResult]
+    keys: list[str]
+    """The base model's cache key per seed."""
+    deterministic: bool
+    """The same model on every seed (a given classifier, or the one base a post-hoc
+    method corrects)."""
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """Keys of the cached inputs every trial of a sweep loads."""
+    """Keys of the cached inputs every trial of a sweep loads, and the reference rows."""
 
     feature_key: str
     dataset_name: str
     classes: tuple[str, ...]
     facts: DataFacts
-    base_name: str | None = None
+    reference: Reference
     base_key: str | None = None
-    base_result: SeedResult | None = None
+    """The base model a post-hoc method corrects (None for training-time methods)."""
 
 
-def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepared:
+def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
+    """Features, then the base model: for a post-hoc method the one model it corrects
+    (the reference on every seed); for a training-time method the base trained on each
+    of the sweep's seeds (paired with the configurations' seeds)."""
     if cfg.features:
         fkey, dataset_name, fset, given = _imported_features(cfg.features, store)
     else:
@@ -62,12 +83,19 @@ def prepare(cfg: SweepConfig, method: MethodSpec, store: FeatureStore) -> Prepar
         given = None
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     facts = DataFacts(fset.num_classes, counts, cfg.splits, tuple(fset.meta.get("aux_classes", ())))
-    # Every sweep gets its base row: the model a post-hoc method corrects, or the
-    # reference (e.g. CE) a training-time method is compared with.
-    base_name, base_key, classifier = _base_model(cfg, store, fset, fkey, given)
-    result = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
-    return Prepared(fkey, dataset_name, tuple(fset.classes), facts, base_name,
-                    base_key if method.posthoc else None, result)
+    if recipe.posthoc:
+        name, key, classifier = _base_model(cfg, store, fset, fkey, given, cfg.seed)
+        one = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
+        results = [dataclasses.replace(one, seed=s) for s in cfg.seeds]
+        reference = Reference(name, results, [key] * len(results), deterministic=True)
+        return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, key)
+    results, keys = [], []
+    for seed in cfg.seeds:  # a given classifier is not a training-time method's reference
+        name, key, classifier = _base_model(cfg, store, fset, fkey, None, seed)
+        results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
+        keys.append(key)
+    reference = Reference(name, results, keys, deterministic=False)
+    return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
 
 
 def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -104,45 +132,23 @@ def _imported_features(
         return fset
 
     fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
-    given = None
-    if "classifier" in holder and holder["classifier"] is not None:
-        c = holder["classifier"]
-        given = LinearClassifier(np.asarray(c.weight, np.float32), np.asarray(c.bias, np.float32))
-    elif not holder:  # cache hit: the classifier (if any) was imported with the features
-        _, given = import_feature_dir(uri)
-        if given is not None:
-            given = LinearClassifier(np.asarray(given.weight, np.float32), np.asarray(given.bias, np.float32))
+    # On a cache hit the classifier (part of the key) is read from the directory again.
+    c = holder["classifier"] if holder else import_feature_dir(uri)[1]
+    given = (None if c is None else
+             LinearClassifier(np.asarray(c.weight, np.float32), np.asarray(c.bias, np.float32)))
     log.info("features: imported %s (key %s)", uri, key)
     return key, "imported", fset, given
-
-
-def _backbone_config(cfg: SweepConfig) -> Any:
-    return backbone_train_config(cfg.backbone)
-
-
-def backbone_train_config(backbone: dict[str, Any]) -> Any:
-    """The validated ``BackboneTrainConfig`` of a sweep's ``backbone`` group (also what a
-    full-mode trial trains with)."""
-    from explore.backbone.loop import BackboneTrainConfig
-
-    allowed = {f.name for f in fields(BackboneTrainConfig)}
-    unknown = sorted(set(backbone) - allowed)
-    if unknown:
-        raise ValueError(f"backbone: unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
-    values = dict(backbone)
-    if "lr_milestones" in values:
-        values["lr_milestones"] = tuple(values["lr_milestones"])
-    return BackboneTrainConfig(**values)
 
 
 def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str, FeatureSet]:
     """Train (or find) the backbone, then extract (or find) its features. A cached entry
     whose shards fail their checksums is deleted and extracted again, never used."""
     from explore.backbone.models import ModelSpec
-    from explore.data.registry import DatasetConfig, load_dataset
+    from explore.data.registry import load_dataset
 
-    dataset = load_dataset(DatasetConfig.from_mapping(cfg.dataset))
-    bcfg = _backbone_config(cfg)
+    assert cfg.dataset is not None
+    dataset = load_dataset(cfg.dataset)
+    bcfg = cfg.backbone
     in_channels = 1 if dataset.train.images is not None and dataset.train.images.ndim == 3 else 3
     spec = ModelSpec(bcfg.arch, dataset.num_classes, in_channels)
     backbone_key = feature_key(
@@ -204,7 +210,7 @@ def _trained_backbone(cfg: SweepConfig, store: FeatureStore, backbone: BackboneR
 
 
 def _decoder(cfg: SweepConfig) -> Callable[[str], np.ndarray] | None:
-    size = cfg.dataset.get("image_size")
+    size = cfg.dataset.image_size if cfg.dataset is not None else None
     if not size:
         return None
     import functools
@@ -262,22 +268,30 @@ def _extract(
 
 
 def _base_model(
-    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str, given: LinearClassifier | None
+    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str,
+    given: LinearClassifier | None, seed: int,
 ) -> tuple[str, str, LinearClassifier]:
+    """(name, cache key, classifier): a given classifier, or the ``base`` group's model
+    trained on the features with ``seed`` (cached by everything it depends on)."""
     if given is not None:  # the researcher's own classifier is the base (classifier.npz)
-        key = feature_key({"kind": "base", "features": fkey, "base": "given"})
+        # Keyed by the classifier's content: a replaced classifier.npz is a new entry.
+        digest = hashlib.sha256(np.ascontiguousarray(given.weight).tobytes()
+                                + np.ascontiguousarray(given.bias).tobytes()).hexdigest()
+        key = feature_key({"kind": "base", "features": fkey, "base": "given", "classifier": digest})
         if not store.has_arrays(key, "classifier"):
-            store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias}, {"base": "given"})
+            store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias},
+                             {"base": "given"})
         return "given", key, given
-    spec = BaseSpec.from_mapping(dict(cfg.base))
+    spec = cfg.base
     key = feature_key(
-        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **spec.cache_spec(), "seed": cfg.seed}
+        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **spec.cache_spec(), "seed": seed}
     )
     if store.has_arrays(key, "classifier"):
         arrays, _ = store.get_arrays(key, "classifier")
-        log.info("base: cached %s (%s)", spec.name, key)
+        log.info("base: cached %s seed %d (%s)", spec.name, seed, key)
         return spec.name, key, LinearClassifier(arrays["weight"], arrays["bias"])
-    log.info("base: training %s on cached features", spec.name)
-    classifier = train_base(spec, splits_of(fset), fset.num_classes, cfg.seed)
-    store.put_arrays(key, "classifier", {"weight": classifier.weight, "bias": classifier.bias}, {"base": spec.name})
+    log.info("base: training %s on cached features, seed %d", spec.name, seed)
+    classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
+    store.put_arrays(key, "classifier", {"weight": classifier.weight, "bias": classifier.bias},
+                     {"base": spec.name})
     return spec.name, key, classifier

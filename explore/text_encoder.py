@@ -163,3 +163,41 @@ def encode_class_names(
     emb = emb.astype(np.float64)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     return TextEncoding(emb.astype(np.float32), name)
+
+
+_TEXT_CACHE: dict[tuple[tuple[str, ...], str, str], np.ndarray] = {}
+
+
+def class_text_features(classes: Sequence[str], prompt: str = DEFAULT_PROMPT, store: Any = None) -> tuple[np.ndarray, str]:
+    """(C×D unit-norm text features of ``prompt`` per class, encoder name), cached.
+
+    Raises :class:`TextEncoderUnavailableError` (one line: what to install) when this
+    machine has no text encoder.
+    """
+    name = encoder_name()
+    key = (tuple(classes), prompt, name)
+    if key in _TEXT_CACHE:
+        return _TEXT_CACHE[key], name
+    emb = None
+    store_key = None
+    if store is not None:
+        from explore.store import feature_key
+
+        store_key = feature_key({"kind": "text_features", "classes": list(key[0]), "prompt": prompt,
+                                 "encoder": name})
+        if store.has_arrays(store_key, "text_features"):
+            emb = store.get_arrays(store_key, "text_features")[0]["embeddings"]
+    if emb is None:
+        emb = encode_class_names(key[0], prompt).embeddings
+        if store is not None:
+            store.put_arrays(store_key, "text_features", {"embeddings": emb}, {"encoder": name})
+    _TEXT_CACHE[key] = np.asarray(emb, dtype=np.float32)
+    return _TEXT_CACHE[key], name
+
+
+def require_text_encoder(method: str) -> None:
+    """A ValueError with the encoder's one-line fix, before any trial starts."""
+    try:
+        encoder_name()
+    except TextEncoderUnavailableError as exc:
+        raise ValueError(f"{method} needs a text encoder: {exc}") from None

@@ -7,28 +7,58 @@ import pytest
 from omegaconf import OmegaConf
 
 from explore.config import SPACES_DIR, ConfigError, KnobSpace, compose, list_spaces, load
+from explore.recipes import RECIPES, get_recipe
+from explore.recipes.bases import TauNormSettings
 from explore.splits import SplitThresholds
 from explore.sweep.__main__ import main as sweep_main
 from explore.sweep.driver import checked_space
-from explore.training.registry import METHODS, DataFacts, get_method
+from explore.training.head import HeadTrainConfig
+from explore.training.inputs import DataFacts
 
 
 def test_every_space_composes_and_names_a_registered_method():
     spaces = list_spaces()
-    assert "alphanet_k" in spaces and "alphanet_rho" in spaces
+    assert {"alphanet_k", "alphanet_rho", "swrm_window", "dyswrm", "ns_lambda", "lfm_alpha_tau"} <= set(spaces)
     assert not any(s.startswith("_") for s in spaces)
     for name in spaces:
         cfg = load([name, "num_samples=2"])
-        assert cfg.method_name in METHODS, f"{name}: method {cfg.method_name} is not registered"
-        method = get_method(cfg.method_name)
-        method.make_params(cfg.method_settings())  # the defaults are valid parameters
+        assert cfg.method in RECIPES, f"{name}: method {cfg.method} is not registered"
+        recipe = get_recipe(cfg.method)
+        recipe.params(cfg.method_settings)  # the defaults are valid parameters
         for knob in cfg.space:
-            assert knob in {f for f in method.params.__dataclass_fields__}, f"{name}: {knob}"
+            assert knob in recipe.params_type.__dataclass_fields__, f"{name}: {knob}"
 
 
 def test_every_registered_method_has_a_config():
-    for name in METHODS:
+    for name in RECIPES:
         assert (SPACES_DIR / "method" / f"{name}.yaml").exists()
+
+
+def test_every_group_is_typed_once_and_the_head_group_is_shared():
+    cfg = load(["swrm_window", "head.epochs=7", "base=tau_norm", "base.tau=0.5"])
+    assert cfg.head == HeadTrainConfig(epochs=7)
+    assert cfg.base.train is cfg.head  # the reference trains like the method's head
+    assert cfg.base.settings == TauNormSettings(tau=0.5)
+    assert cfg.backbone.arch == "small_cnn" and cfg.dataset is not None
+    assert "epochs" not in cfg.method_settings  # training settings are the head group's
+
+
+@pytest.mark.parametrize("override,message", [
+    ("search.sampler=tpee", "search.sampler='tpee' must be one of tpe, random, grid (did you mean tpe?)"),
+    ("seed=-5", "seed=-5 must be an integer >= 0"),
+    ("+num_sample=3", "unknown setting(s): num_sample (did you mean num_samples?)"),
+    ("num_samples=2.5", "num_samples=2.5 must be an integer >= 1"),
+    ("storage_uri=s3:/bucket/x", "storage_uri: storage URI 's3:/bucket/x'"),
+    ("head.optimizer=rmsprop", "head: head training: optimizer='rmsprop'"),
+    ("runner.head_placement=gpu", "runner.head_placement='gpu' must be one of"),
+    ("method.rho=-1", "alphanet: alphanet: rho=-1"),
+    ("dataset.n_max=0", "dataset.n_max must be an integer >= 1"),
+    ("backbone.epochs=0", "epochs must be >= 1"),
+])
+def test_bad_settings_are_one_line_errors_before_anything_runs(override, message):
+    with pytest.raises(ConfigError) as info:
+        load(["alphanet_k", override])
+    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_overrides_reach_the_typed_config():
@@ -36,7 +66,7 @@ def test_overrides_reach_the_typed_config():
                 "seed=7", "method.rho=1.5", "dataset=fashion_mnist_lt", "splits.few_below=15"])
     assert (cfg.num_samples, cfg.repeats, cfg.storage_uri) == (3, 4, "s3://bucket/x")
     assert cfg.seeds == [7, 8, 9, 10]
-    assert cfg.method["rho"] == 1.5
+    assert cfg.method_settings["rho"] == 1.5
     assert cfg.splits == SplitThresholds(many_above=100, few_below=15)
     assert cfg.space["k"] == KnobSpace("k", "int", low=2, high=10)
     assert cfg.space["distance"].choices == ("euclidean", "cosine")
@@ -73,7 +103,7 @@ def _facts(num_base: int = 7) -> DataFacts:
 
 
 def test_k_range_is_capped_but_a_fixed_k_past_the_base_classes_is_an_error():
-    method = get_method("alphanet")
+    method = get_recipe("alphanet")
     cfg = load(["alphanet_k"])
     space = checked_space(cfg, method, _facts())
     assert space["k"].high == 7 and space["k"].low == 2
@@ -84,7 +114,7 @@ def test_k_range_is_capped_but_a_fixed_k_past_the_base_classes_is_an_error():
 
 
 def test_out_of_range_knobs_are_errors():
-    method = get_method("alphanet")
+    method = get_recipe("alphanet")
     with pytest.raises(ConfigError, match="rho"):
         checked_space(load(["alphanet_rho", "space.rho.choices=[0.0,1.0]"]), method, _facts())
     with pytest.raises(ConfigError, match="not a parameter of method alphanet"):
@@ -113,12 +143,12 @@ def test_local_uris_become_absolute(tmp_path, monkeypatch):
     assert cfg.storage_uri == str(tmp_path / "store")
     assert cfg.features == str(tmp_path / "feats")
     assert cfg.resume == str(tmp_path / "store" / "sweeps" / "x")
-    cfg = load(["alphanet_k", "storage_uri=s3://b/p", "resume=alphanet_k-1"])
-    assert cfg.storage_uri == "s3://b/p" and cfg.resume == "alphanet_k-1"
+    cfg = load(["alphanet_k", "storage_uri=s3://bkt/p", "resume=alphanet_k-1"])
+    assert cfg.storage_uri == "s3://bkt/p" and cfg.resume == "alphanet_k-1"
 
 
 def test_neighbor_silencing_without_an_auxiliary_pool_is_an_error_before_any_trial():
-    method = get_method("neighbor_silencing")
+    method = get_recipe("neighbor_silencing")
     with pytest.raises(ValueError, match="needs an auxiliary pool .* dataset=fashion_mnist_lt_open"):
         checked_space(load(["ns_lambda"]), method, _facts())
     facts = DataFacts(10, _facts().counts, SplitThresholds(), aux_classes=("Shirt",))

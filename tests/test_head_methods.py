@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from explore.config import SPACES_DIR, list_spaces, load
 from explore.splits import SplitThresholds
-from explore.store.feature_store import FeatureSet, FeatureSplit, FeatureStore
+from explore.store import FeatureSet, FeatureSplit, FeatureStore
 from explore.training import lfm_fit
 from explore.training.bases import BASES, BaseSpec, balanced_softmax_loss, train_ce
 from explore.training.head import ce_loss, fit_head

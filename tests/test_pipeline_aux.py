@@ -38,7 +38,7 @@ def test_extract_adds_the_aux_split_with_the_same_backbone(tmp_path):
     torch.manual_seed(0)
     state = {k: v.numpy() for k, v in spec.build().state_dict().items()}
     store = FeatureStore(str(tmp_path / "store"))
-    cfg = SimpleNamespace(dataset={})
+    cfg = SimpleNamespace(dataset=None)
     key, _ = _extract(cfg, store, BackboneRun("bb0", spec, None, ds), state)
 
     fset = store.read(key)
@@ -108,11 +108,14 @@ def test_bad_aux_files_give_one_line_errors(tmp_path, kw, message):
 
 
 def test_head_mode_neighbor_silencing_reads_the_imported_pool(tmp_path):
-    from explore.training.registry import TrialInputs, get_method
+    from explore.recipes import get_recipe
+    from explore.training.head import HeadTrainConfig
+    from explore.training.inputs import TrialInputs
 
     fset, _ = import_feature_dir(str(_write(tmp_path / "a")))
-    method = get_method("neighbor_silencing")
-    params = method.make_params({"neighbor_source": "prototype", "epochs": 2, "aux_base_count": 1})
-    (result,) = method.run(TrialInputs(fset, None, SplitThresholds(many_above=20, few_below=10)), params, [0])
-    assert 0 <= result.test["acc_overall"] <= 1
-    assert set(params.resolved["aux_classes"]) <= {"Shirt", "Coat"}
+    recipe = get_recipe("neighbor_silencing")
+    params = recipe.params({"neighbor_source": "prototype", "aux_base_count": 1})
+    inputs = TrialInputs(fset, None, SplitThresholds(many_above=20, few_below=10), HeadTrainConfig(epochs=2))
+    fit = recipe.fit_head(inputs, params, [0])
+    assert 0 <= fit.results[0].test["acc_overall"] <= 1
+    assert set(fit.resolved["aux_classes"]) <= {"Shirt", "Coat"}

@@ -1,7 +1,16 @@
-"""``python -m explore.analyze <results-uri> [...] [--out DIR] [--tolerance 0.02]``
+"""``python -m explore.analyze RESULTS_URI... [--out DIR] [--tolerance POINTS] [--strict]
+[--best-command]``
 
-Exit status 0 on success, 2 with a one-line ``error: ...`` on stderr for input the analysis
-cannot use (no Parquet files, not explore results, no ok rows).
+Exit status 0 on success; 2 with a one-line ``error: ...`` on stderr for input the analysis
+cannot use (no Parquet files, not explore results, no ok rows, a bad ``--tolerance``), for
+any unreadable result file under ``--strict``, and for ``--best-command`` when there is no
+single recommendation to rerun. Without ``--strict`` each result file left out is named on
+stderr (``warning: ...``) and the others are analysed.
+
+``--best-command`` prints only the command that reruns the recommended configuration with
+more seeds (nothing else on stdout, no files written). When no configuration qualifies it
+exits 2 rather than print another configuration's command: a script that runs the line
+must only ever run what the stated rule chose.
 """
 
 from __future__ import annotations
@@ -10,36 +19,54 @@ import argparse
 import sys
 from pathlib import Path
 
+from explore.analyze.answer import DEFAULT_TOLERANCE
 from explore.analyze.load import AnalyzeError
-from explore.analyze.report import analyze, stdout_text
+from explore.analyze.report import (
+    best_command,
+    check_tolerance,
+    run_analysis,
+    stdout_text,
+    write_outputs,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m explore.analyze",
-        description="Summarise explore sweep results (Parquet): paper-style table, best "
-        "configurations chosen on validation, Pareto front, plots and a report.",
+        description="Which configuration should I use, and does it beat the reference on the "
+        "few classes without losing overall accuracy? Paired verdicts over seeds, a "
+        "recommendation chosen on validation, tables, plots and a report.",
     )
     p.add_argument("uris", nargs="+", metavar="RESULTS_URI",
-                   help="local dir or s3://bucket/prefix: a results dir, a sweep dir or a storage root")
+                   help="local dir or s3://bucket/prefix: a results dir, a sweep dir or a "
+                   "storage root")
     p.add_argument("--out", type=Path, default=Path("out/analysis"), help="output directory")
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="allowed drop of validation overall accuracy vs the base (fraction, 0.02 = 2 points)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
+                   help="points of validation overall accuracy a recommendation may lose "
+                   f"against its reference, in (0, 100) (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 2) when any result file cannot be read")
+    p.add_argument("--best-command", action="store_true",
+                   help="print only the command that reruns the recommendation with more seeds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (plots)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.tolerance >= 0:
-        print(f"error: --tolerance must be >= 0, got {args.tolerance}", file=sys.stderr)
-        return 2
     try:
-        result = analyze(args.uris, args.out, tolerance=args.tolerance, seed=args.seed)
+        check_tolerance(args.tolerance)
+        analysis = run_analysis(args.uris, tolerance=args.tolerance, strict=args.strict)
+        for problem in analysis.problems:
+            print(f"warning: {problem}; left out", file=sys.stderr)
+        if args.best_command:
+            print(best_command(analysis))
+            return 0
+        analysis = write_outputs(analysis, args.out, seed=args.seed)
     except AnalyzeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(stdout_text(result))
+    print(stdout_text(analysis))
     return 0
 
 

@@ -7,7 +7,7 @@ without starting (or importing) Ray; import ``explore.backbone.ray_job`` for
 """
 
 from explore.backbone.extract import extract_features
-from explore.backbone.loop import BackboneTrainConfig, TrainHooks, evaluate, lr_at, train_backbone
+from explore.backbone.loop import BackboneTrainConfig, evaluate, lr_at, train_backbone
 from explore.backbone.models import (
     ARCHITECTURES,
     Backbone,
@@ -29,7 +29,6 @@ __all__ = [
     "BackboneTrainConfig",
     "ModelSpec",
     "Preprocess",
-    "TrainHooks",
     "build_model",
     "default_preprocess",
     "evaluate",

@@ -3,7 +3,7 @@
 explore trains a backbone once with plain cross-entropy (the features every head-level sweep
 reuses) and, in "full mode", again with a long-tail method's loss (SWRM, neighbor
 silencing, LFM mixup). Both use :func:`train_backbone`; a method changes it only through
-:class:`TrainHooks` (its loss, its batch mixing, its per-epoch sampling, its extra
+:class:`Plugins` (its loss, its batch mixing, its per-epoch sampling, its extra
 trainable parameters), never through a copy of the loop.
 
 The same function runs in a plain process (``rank=0, world_size=1``) and on every Ray Train
@@ -27,8 +27,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -39,11 +39,11 @@ from torch import nn
 
 from explore.backbone.models import ARCHITECTURES, load_batch, unwrap
 from explore.data.types import ImageSplit
+from explore.training.plugins import Plugins
 
 __all__ = [
     "BackboneTrainConfig",
     "ReportFn",
-    "TrainHooks",
     "evaluate",
     "lr_at",
     "train_backbone",
@@ -122,35 +122,23 @@ class BackboneTrainConfig:
         if self.amp and not self.use_gpu:
             raise ValueError("amp=True needs use_gpu=True (mixed precision is CUDA-only here)")
 
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> BackboneTrainConfig:
+        """The ``backbone`` config group → validated config; unknown keys are an error."""
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"backbone: unknown setting(s) {unknown}; allowed: "
+                             f"{', '.join(sorted(allowed))}")
+        values = dict(values)
+        if "lr_milestones" in values:
+            values["lr_milestones"] = tuple(values["lr_milestones"])
+        return cls(**values)
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
-
-
-@dataclass(frozen=True)
-class TrainHooks:
-    """What a long-tail method plugs into :func:`train_backbone`. Every field is optional;
-    the default is plain cross-entropy on uniformly shuffled samples.
-
-    Hooks run on every rank; they must be deterministic given their ``rng`` argument.
-    """
-
-    loss: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
-    """``loss(logits, targets, epoch)`` -> per-sample ``(N,)`` or scalar loss (per-sample is
-    averaged). ``targets`` are class indices, or ``(N, C)`` probabilities after ``mix``.
-    Default: ``F.cross_entropy``, which accepts both."""
-    mix: Callable[[torch.Tensor, torch.Tensor, int, np.random.Generator],
-                  tuple[torch.Tensor, torch.Tensor]] | None = None
-    """``mix(x, y, epoch, rng) -> (x, targets)`` on a preprocessed batch already on the device
-    (e.g. LFM image-level mixup returning soft targets). ``rng`` is per rank and epoch."""
-    sample_indices: Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None = None
-    """``sample_indices(train_labels, epoch, rng)`` -> the epoch's training indices, repeats
-    allowed (class-balanced sampling, deferred re-sampling). The loop shuffles them. ``rng``
-    is the same on every rank, so all ranks agree on the epoch."""
-    parameters: Sequence[nn.Parameter] = field(default_factory=tuple)
-    """Extra trainable tensors owned by the method (e.g. DySWRM's similarity vector), optimised
-    with the model; their gradients are averaged over ranks, and they are saved in the state."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,13 +157,13 @@ def lr_at(cfg: BackboneTrainConfig, epoch: int) -> float:
     return cfg.lr * cfg.lr_gamma**passed
 
 
-def _rank_indices(labels: np.ndarray, cfg: BackboneTrainConfig, hooks: TrainHooks, epoch: int,
+def _rank_indices(labels: np.ndarray, cfg: BackboneTrainConfig, plugins: Plugins, epoch: int,
                   rank: int, world_size: int) -> np.ndarray:
     """This rank's training indices for ``epoch`` (same length on every rank)."""
     shared = np.random.default_rng([cfg.seed, epoch, 0])  # identical on every rank
     n = len(labels)
-    idx = np.arange(n) if hooks.sample_indices is None else np.asarray(
-        hooks.sample_indices(labels, epoch, shared), dtype=np.int64)
+    idx = np.arange(n) if plugins.sample_indices is None else np.asarray(
+        plugins.sample_indices(labels, epoch, shared), dtype=np.int64)
     if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
         raise ValueError(
             f"sample_indices must return a non-empty 1-D array of indices in [0, {n}), got "
@@ -224,14 +212,15 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _make_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                hooks: TrainHooks, cfg: BackboneTrainConfig, epoch: int,
+                plugins: Plugins, cfg: BackboneTrainConfig, epoch: int,
                 metrics: dict[str, float]) -> dict[str, Any]:
     # Copies, not views: a state kept in memory must not follow the model as training goes on.
     return {
         "model": {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()},
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "scaler": scaler.state_dict(),
-        "hook_parameters": [p.detach().cpu().clone() for p in hooks.parameters],
+        "hook_parameters": [p.detach().cpu().clone() for p in plugins.parameters],
+        "plugin_records": copy.deepcopy(plugins.records),
         "epoch": epoch,
         "metrics": dict(metrics),
         "config": cfg.as_dict(),
@@ -239,7 +228,7 @@ def _make_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
 
 
 def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-            hooks: TrainHooks, state: dict[str, Any]) -> int:
+            plugins: Plugins, state: dict[str, Any]) -> int:
     """Load a state written by :func:`_make_state`; returns the first epoch still to run."""
     missing = {"model", "optimizer", "epoch"} - set(state)
     if missing:
@@ -249,14 +238,15 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     saved = state.get("hook_parameters", [])
-    if len(saved) != len(hooks.parameters):
+    if len(saved) != len(plugins.parameters):
         raise ValueError(
-            f"start_state holds {len(saved)} hook parameters but the hooks have "
-            f"{len(hooks.parameters)}; resume with the same method"
+            f"start_state holds {len(saved)} plug-in parameters but the plug-ins have "
+            f"{len(plugins.parameters)}; resume with the same method"
         )
     with torch.no_grad():
-        for p, v in zip(hooks.parameters, saved, strict=True):
+        for p, v in zip(plugins.parameters, saved, strict=True):
             p.copy_(v)
+    plugins.records.update(state.get("plugin_records", {}))
     return int(state["epoch"]) + 1
 
 
@@ -267,13 +257,13 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
 
 def _train_epoch(model: nn.Module, train: ImageSplit, batches: list[np.ndarray],
                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 hooks: TrainHooks, cfg: BackboneTrainConfig, epoch: int,
+                 plugins: Plugins, cfg: BackboneTrainConfig, epoch: int,
                  rng: np.random.Generator, device: torch.device, world_size: int,
                  decode: Callable[[str], np.ndarray] | None) -> dict[str, float]:
     """One pass over this rank's batches; returns loss/accuracy averaged over all ranks."""
     model.train()
     pre = unwrap(model).preprocess
-    loss_fn = hooks.loss or _cross_entropy
+    loss_fn = plugins.loss or _cross_entropy
     use_amp = cfg.amp and device.type == "cuda"
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, correct, n
     for idx in batches:
@@ -282,15 +272,15 @@ def _train_epoch(model: nn.Module, train: ImageSplit, batches: list[np.ndarray],
         if cfg.augment:
             x = _flip_crop(x, rng)
         targets: torch.Tensor = y
-        if hooks.mix is not None:
-            x, targets = hooks.mix(x, y, epoch, rng)
+        if plugins.mix is not None:
+            x, targets = plugins.mix(x, y, epoch, rng)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(x)
             loss = loss_fn(logits, targets, epoch)
             loss = loss.float().mean()  # per-sample losses are averaged over the batch
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        for p in hooks.parameters:  # DDP only averages the model's own gradients
+        for p in plugins.parameters:  # DDP only averages the model's own gradients
             if p.grad is not None and _distributed(world_size):
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad /= world_size
@@ -349,7 +339,7 @@ def train_backbone(
     train: ImageSplit,
     val: ImageSplit | None,
     cfg: BackboneTrainConfig,
-    hooks: TrainHooks | None = None,
+    plugins: Plugins | None = None,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -372,7 +362,7 @@ def train_backbone(
     when not distributed), ``epoch_time_s``.
     """
     # --- setup -------------------------------------------------------------------------------
-    hooks = hooks or TrainHooks()
+    plugins = plugins or Plugins()
     if unwrap(model).arch != cfg.arch:
         raise ValueError(f"cfg.arch={cfg.arch!r} but the model is a {unwrap(model).arch!r}")
     if not 0 <= rank < world_size:
@@ -386,11 +376,11 @@ def train_backbone(
     device = torch.device(device)
     torch.manual_seed(cfg.seed * 1000 + rank)  # for any stochastic layers; data rngs are below
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad] + list(hooks.parameters)
+    params = [p for p in model.parameters() if p.requires_grad] + list(plugins.parameters)
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    first_epoch = 0 if start_state is None else _resume(model, optimizer, scaler, hooks,
+    first_epoch = 0 if start_state is None else _resume(model, optimizer, scaler, plugins,
                                                        start_state)
     local_batch = cfg.batch_size // world_size
 
@@ -400,7 +390,7 @@ def train_backbone(
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)
         _set_lr(optimizer, lr)
-        batches = _batches(_rank_indices(train.labels, cfg, hooks, epoch, rank, world_size),
+        batches = _batches(_rank_indices(train.labels, cfg, plugins, epoch, rank, world_size),
                            local_batch)
         rank_rng = np.random.default_rng([cfg.seed, epoch, 1 + rank])
         metrics: dict[str, float] = {
@@ -408,8 +398,10 @@ def train_backbone(
             # what torch.distributed itself says: evidence that DDP really spans the ranks
             "dist_world_size": dist.get_world_size() if _distributed(world_size) else 1,
         }
-        metrics |= _train_epoch(model, train, batches, optimizer, scaler, hooks, cfg, epoch,
+        metrics |= _train_epoch(model, train, batches, optimizer, scaler, plugins, cfg, epoch,
                                 rank_rng, device, world_size, decode)
+        if plugins.on_epoch_end is not None:
+            plugins.on_epoch_end(epoch, model, metrics)
         if val is not None:
             scores = evaluate(model, val, batch_size=cfg.val_batch_size, device=device,
                               rank=rank, world_size=world_size, decode=decode, amp=cfg.amp)
@@ -422,7 +414,7 @@ def train_backbone(
                      f" val_acc {metrics['val_acc']:.3f}" if val is not None else "",
                      metrics["epoch_time_s"])
         checkpoint_now = (epoch + 1) % cfg.checkpoint_every == 0 or epoch == cfg.epochs - 1
-        state = (_make_state(model, optimizer, scaler, hooks, cfg, epoch, metrics)
+        state = (_make_state(model, optimizer, scaler, plugins, cfg, epoch, metrics)
                  if rank == 0 and checkpoint_now else None)
         if report is not None:
             report(metrics, state)

@@ -41,9 +41,10 @@ import ray.train
 import ray.train.torch
 import torch
 
-from explore.backbone.loop import BackboneTrainConfig, TrainHooks, train_backbone
+from explore.backbone.loop import BackboneTrainConfig, train_backbone
 from explore.backbone.models import ModelSpec
 from explore.data.types import ImageSplit
+from explore.training.plugins import Plugins
 
 __all__ = ["BackboneJobError", "STATE_FILE", "load_checkpoint_state", "run_backbone_job"]
 
@@ -89,11 +90,11 @@ def _train_worker(config: dict[str, Any]) -> None:
     val: ImageSplit | None = ray.get(config["val"]) if config["val"] is not None else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = ray.train.torch.prepare_model(spec.build())
-    hooks = config["hooks_factory"]() if config["hooks_factory"] is not None else TrainHooks()
+    plugins = config["plugins_factory"]() if config["plugins_factory"] is not None else Plugins()
     checkpoint = ray.train.get_checkpoint()
     start_state = load_checkpoint_state(checkpoint) if checkpoint is not None else None
     train_backbone(
-        model, train, val, cfg, hooks,
+        model, train, val, cfg, plugins,
         rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
         report=_report_to_ray({"model_spec": spec.as_dict()}),
         start_state=start_state, device=ray.train.torch.get_device(),
@@ -106,7 +107,7 @@ def run_backbone_job(
     train: ImageSplit,
     val: ImageSplit | None,
     cfg: BackboneTrainConfig,
-    hooks_factory: Callable[[], TrainHooks] | None,
+    plugins_factory: Callable[[], Plugins] | None,
     storage_path: str,
     *,
     run_name: str,
@@ -121,8 +122,8 @@ def run_backbone_job(
     ``(state_dict, metrics)``: the model weights from the last checkpoint (load them into
     ``model_spec.build()``) and rank 0's metrics of the last epoch.
 
-    ``hooks_factory`` is called on each worker to build the method's :class:`TrainHooks`
-    (hooks hold closures and tensors, so they are built where they run; the factory must
+    ``plugins_factory`` is called on each worker to build the method's :class:`Plugins`
+    (plug-ins hold closures and tensors, so they are built where they run; the factory must
     pickle, e.g. a module-level function or a ``functools.partial``). ``storage_path`` (an
     absolute local path shared by all nodes, or ``s3://...``; without a scheme when
     ``storage_filesystem`` is given) holds the checkpoints under ``run_name``. See the
@@ -144,7 +145,7 @@ def run_backbone_job(
             "cfg": cfg,
             "train": ray.put(train),
             "val": ray.put(val) if val is not None else None,
-            "hooks_factory": hooks_factory,
+            "plugins_factory": plugins_factory,
             "decode": decode,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -167,4 +168,5 @@ def run_backbone_job(
         )
     state = load_checkpoint_state(result.checkpoint)
     metrics = dict(result.metrics) if result.metrics else dict(state["metrics"])
+    metrics["plugin_records"] = state.get("plugin_records", {})
     return state["model"], metrics

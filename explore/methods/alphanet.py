@@ -1,6 +1,6 @@
 """AlphaNet: post-hoc rare-class classifier correction.
 
-Kishore & Koushik et al., "AlphaNet" (papers/alphanet-full.txt §3, Appendix A/B;
+Kishore & Koushik et al., "AlphaNet" ("AlphaNet: Improving Long-Tail Classification By Combining Classifiers", §3, App. A/B;
 reference code github.com/jayanthkoushik/alphanet). For each few class c with
 base-model classifier row w^c and its k nearest base classes' rows v_1..v_k
 (nearest first, by the distance between class-mean features):
@@ -14,9 +14,9 @@ Few classes score ``f(x)·ŵ^c + b_c``; base rows and biases stay frozen.
 Because ŵ^c is linear in the rows, ``f(x)·ŵ^c = f(x)·w^c + Σ_i α̃_i f(x)·v_i``: a
 few-class logit is the same combination of *base-model logits*. So the logits
 ``Z = F Wᵀ`` of every split are computed once and serve every epoch, seed and
-configuration that shares the features and base model (METHODS.md).
+configuration that shares the features and base model (docs/methods.md#alphanet).
 
-Resolutions (METHODS.md): biases stay frozen as in the reference code
+Resolutions (docs/methods.md#alphanet): biases stay frozen as in the reference code
 (``learn_bias=True`` gives the paper's learned few biases); model selection keeps
 the epoch with the best overall validation top-1 among epochs >= ``select_from_epoch``.
 """
@@ -29,6 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
+
+from explore.methods._arrays import ArrayT
+from explore.methods._arrays import like as _like
 
 Distance = Literal["euclidean", "cosine"]
 
@@ -82,26 +85,6 @@ class AlphaNetParams:
             )
 
 
-def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Mean training feature of each class, C×d (float64 for stable distances).
-
-    Each class's rows are gathered in their original order and summed along axis 0, so
-    the sums equal ``np.add.at``'s row-by-row ones bit for bit, ~20× faster at ImageNet-LT
-    size (``np.add.at`` takes about a minute for 115k×2048 features); only one class's
-    rows are held in float64 at a time.
-    """
-    labels = np.asarray(labels)
-    counts = np.bincount(labels, minlength=num_classes)
-    if (counts == 0).any():
-        raise ValueError(f"classes without training samples: {np.flatnonzero(counts == 0).tolist()}")
-    order = np.argsort(labels, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    sums = np.empty((num_classes, features.shape[1]), dtype=np.float64)
-    for c in range(num_classes):
-        sums[c] = np.add.reduce(features[order[bounds[c] : bounds[c + 1]]].astype(np.float64), axis=0)
-    return sums / counts[:, None]
-
-
 def pairwise_distances(a: np.ndarray, b: np.ndarray, distance: Distance) -> np.ndarray:
     """μ(a_i, b_j): euclidean ‖a−b‖₂ or cosine 1 − a·b/(‖a‖‖b‖)."""
     if distance == "euclidean":
@@ -136,16 +119,17 @@ def normalize_alphas(alphas: torch.Tensor) -> torch.Tensor:
     return alphas / alphas.abs().sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def combine(w, neighbors, alphas):
+def combine(w: ArrayT, neighbors: ArrayT, alphas: ArrayT) -> ArrayT:
     """ŵ = w + Σ_i α̃_i v_i from a class's row ``w`` (…, d), its k neighbour rows
     ``neighbors`` (…, k, d) and the raw (unnormalised) ``alphas`` (…, k).
 
-    numpy arrays in → numpy out; torch tensors in → torch out.
+    numpy arrays in → numpy out; torch tensors in → torch out. Training never forms ŵ:
+    it applies the same combination to logits (:func:`combine_logits`), which equals
+    ``f·combine(...)`` by linearity (tested).
     """
-    as_numpy = isinstance(w, np.ndarray)
     w_t, v_t, a_t = (torch.as_tensor(x) for x in (w, neighbors, alphas))
     w_hat = w_t + (normalize_alphas(a_t).unsqueeze(-1) * v_t).sum(dim=-2)
-    return w_hat.numpy() if as_numpy else w_hat
+    return _like(w_hat, w)  # type: ignore[return-value]
 
 
 def network_input(weight: np.ndarray, few: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
@@ -200,6 +184,19 @@ class StackedAlphaNetworks(nn.Module):
         return h
 
 
+def combine_logits(own: torch.Tensor, neighbor_logits: torch.Tensor,
+                   alpha_tilde: torch.Tensor) -> torch.Tensor:
+    """Eq. (1) in logit space: ``f·ŵ^c = f·w^c + Σ_i α̃_i (f·v_i)``.
+
+    own: (..., N, n_few) bias-free logits of the few classes' own rows; neighbor_logits:
+    (..., N, n_few, k) those of their neighbours; alpha_tilde: (..., n_few, k) normalised
+    α̃. Leading dimensions broadcast (e.g. R seeds' α̃ against one split's logits), and
+    the sum over k never materialises the (R, N, n_few, k) product. This is the one place
+    the combination is computed: training, evaluation and :func:`few_class_logits` call it.
+    """
+    return own + torch.einsum("...nfk,...fk->...nf", neighbor_logits, alpha_tilde)
+
+
 def few_class_logits(
     base_logits: torch.Tensor, few: torch.Tensor, nbrs: torch.Tensor, alpha_tilde: torch.Tensor
 ) -> torch.Tensor:
@@ -208,9 +205,7 @@ def few_class_logits(
     base_logits: (..., N, C) = F Wᵀ; few: (n_few,); nbrs: (n_few, k);
     alpha_tilde: (..., n_few, k) → (..., N, n_few).
     """
-    own = base_logits[..., few]
-    neigh = base_logits[..., nbrs]  # (..., N, n_few, k)
-    return own + (neigh * alpha_tilde.unsqueeze(-3)).sum(-1)
+    return combine_logits(base_logits[..., few], base_logits[..., nbrs], alpha_tilde)
 
 
 def epoch_sample_indices(

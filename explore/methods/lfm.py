@@ -185,17 +185,28 @@ def sample_pairs(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     idx_i = rng.integers(0, y.size, size=batch_size)
+    idx_j = draw_partners(y[idx_i], y, P, rng)
+    return idx_i.astype(np.int64), idx_j
+
+
+def draw_partners(y_i: np.ndarray, labels: np.ndarray, pair_probs: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """The partner of each given sample class: ``y_j ~ pair_probs[y_i]``, then a uniform
+    sample of class y_j (Algorithm 1 once i is drawn). Returns indices into ``labels``;
+    every class must have a sample."""
+    y = np.asarray(labels).astype(np.int64)
+    P = np.asarray(pair_probs, dtype=np.float64)
+    C = P.shape[0]
+    n = np.bincount(y, minlength=C)
     # Inverse-CDF draw of y_j from row y_i; the last cumulative entry is forced to 1.
     cdf = np.cumsum(P, axis=1)
     cdf[:, -1] = 1.0
-    y_j = (rng.random(batch_size)[:, None] >= cdf[y[idx_i]]).sum(axis=1)
-    y_j = np.minimum(y_j, C - 1)
+    y_j = np.minimum((rng.random(len(y_i))[:, None] >= cdf[np.asarray(y_i)]).sum(axis=1), C - 1)
     # Samples grouped by class: class c occupies by_class[start[c] : start[c] + n[c]].
     by_class = np.argsort(y, kind="stable")
     start = np.concatenate(([0], np.cumsum(n)[:-1]))
-    offset = np.floor(rng.random(batch_size) * n[y_j]).astype(np.int64)
-    idx_j = by_class[start[y_j] + np.minimum(offset, n[y_j] - 1)]
-    return idx_i.astype(np.int64), idx_j.astype(np.int64)
+    offset = np.minimum(np.floor(rng.random(len(y_i)) * n[y_j]).astype(np.int64), n[y_j] - 1)
+    return by_class[start[y_j] + offset].astype(np.int64)
 
 
 def mix(

@@ -268,6 +268,16 @@ def sample_aux_indices(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def epoch_indices(labels: np.ndarray, num_targets: int, per_class_cap: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """One epoch's training samples, shuffled: every target sample (label < ``num_targets``)
+    and at most ``per_class_cap`` of each auxiliary class (:func:`sample_aux_indices`)."""
+    labels = np.asarray(labels)
+    aux = np.flatnonzero(labels >= num_targets)
+    chosen = aux[sample_aux_indices(labels[aux], per_class_cap, rng)]
+    return rng.permutation(np.concatenate([np.flatnonzero(labels < num_targets), chosen]))
+
+
 def drop_aux_logits(logits: ArrayT, num_targets: int) -> ArrayT:
     """Test time: keep the L target columns (the auxiliary classifier rows are masked)."""
     if logits.ndim != 2 or not 1 <= num_targets <= logits.shape[1]:

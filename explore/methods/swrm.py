@@ -250,24 +250,6 @@ def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT)
     return _like(loss, logits)  # type: ignore[return-value]
 
 
-def prototypes(features: ArrayT, labels: ArrayT, C: int) -> ArrayT:
-    """Class prototypes: the C×d mean feature of every class (rows by class index)."""
-    f = _as_tensor(features)
-    y = _as_tensor(labels, dtype=torch.int64).long()
-    if f.ndim != 2 or y.shape != (f.shape[0],):
-        raise ValueError(
-            f"features must be N×d and labels (N,), got {tuple(f.shape)} and {tuple(y.shape)}"
-        )
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
-        raise ValueError(f"labels must be class indices in [0, {C})")
-    counts = torch.bincount(y, minlength=C)
-    empty = torch.nonzero(counts == 0).flatten().tolist()
-    if empty:
-        raise ValueError(f"classes {empty} have no samples; prototypes need every class")
-    sums = torch.zeros(C, f.shape[1], dtype=f.dtype, device=f.device).index_add(0, y, f)
-    return _like(sums / counts[:, None].to(f.dtype), features)  # type: ignore[return-value]
-
-
 def effective_perplexity(perplexity: float, num_classes: int) -> float:
     """The t-SNE perplexity actually used: ``min(perplexity, C − 1)``.
 

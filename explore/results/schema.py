@@ -1,12 +1,18 @@
-"""Columns of the Parquet results that users, `explore.analyze` and checks rely on.
+"""Columns of the Parquet results that users, ``explore.analyze`` and checks rely on.
 
-One row per (trial, seed). Knob columns are named exactly as the knob; a knob a
-method does not have is null in its rows. Extra columns are allowed and kept.
+One row per (trial, seed). Knob columns are named exactly as the knob and typed as the
+recipe's parameter is (``k`` an integer, ``distance`` a string); a knob a method does not
+have is null in its rows. Extra columns are allowed and kept.
 """
 
 from __future__ import annotations
 
-KNOB_COLUMNS: tuple[str, ...] = ("k", "distance", "rho", "W", "beta", "lambda_s", "alpha", "tau")
+import functools
+
+import pyarrow as pa
+
+__all__ = ["ID_COLUMNS", "METRIC_COLUMNS", "PROVENANCE_COLUMNS", "arrow_schema", "knob_types",
+           "required_columns"]
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "acc_many",
@@ -26,21 +32,59 @@ ID_COLUMNS: tuple[str, ...] = (
     "trial_id",
     "seed",
     "method",         # e.g. alphanet, crt, swrm
-    "base",           # the base model a post-hoc method corrected (null for a base row)
+    "role",           # reference (the base/reference model) | configuration
+    "base",           # the reference a configuration is compared with (null on reference rows)
     "mode",           # head (cached features) | full (backbone trained)
-    "status",         # ok | error
+    "status",         # ok | error | stopped
     "dataset",
     "feature_key",
+    "base_key",       # cache key of the base model the row used or is
 )
 
 PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "deterministic",  # reference rows of a given classifier: the same on every seed
     "train_seconds",
     "best_epoch",
     "many_above",
     "few_below",
     "code_version",
-    "params_json",    # every resolved method parameter, JSON
+    "knob_columns",   # JSON list: the knobs this row's method has
+    "params_json",    # every parameter, the training settings and the resolved values, JSON
     "error",          # message when status == error
 )
 
-REQUIRED_COLUMNS: tuple[str, ...] = ID_COLUMNS + KNOB_COLUMNS + METRIC_COLUMNS + PROVENANCE_COLUMNS
+_INT = {"seed", "best_epoch", "many_above", "few_below"}
+_BOOL = {"deterministic"}
+_ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
+
+
+@functools.cache
+def knob_types() -> dict[str, type]:
+    """Every method's knob columns and their types, from the recipes."""
+    from explore.recipes import knob_columns
+
+    return knob_columns()
+
+
+def required_columns() -> tuple[str, ...]:
+    return ID_COLUMNS + tuple(knob_types()) + METRIC_COLUMNS + PROVENANCE_COLUMNS
+
+
+@functools.cache
+def arrow_schema() -> pa.Schema:
+    """The fixed types of the required columns (so an all-null knob keeps its type)."""
+    knobs = knob_types()
+    fields = []
+    for name in required_columns():
+        if name in knobs:
+            kind = _ARROW.get(knobs[name], pa.string())
+        elif name in _INT:
+            kind = pa.int64()
+        elif name in _BOOL:
+            kind = pa.bool_()
+        elif name in METRIC_COLUMNS or name == "train_seconds":
+            kind = pa.float64()
+        else:
+            kind = pa.string()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)

@@ -18,8 +18,9 @@ names; ``aux_0..`` without aux_classes.txt), exactly what a backbone run of an o
 dataset produces. Auxiliary classes are outside the target label space: their names must
 differ from the targets'.
 
-Cache usage -- the key depends only on the bytes of the feature files and classes.txt, so
-re-importing the same files (from any location) hits the cache::
+Cache usage -- the key is a digest of the bytes of every file above that is present, so
+re-importing the same files (from any location) hits the cache, and replacing any of them
+(a new classifier.npz too) gives a new key::
 
     key = imported_feature_key(uri)
     fset = store.get_or_build(key, lambda: import_feature_dir(uri)[0])
@@ -35,23 +36,27 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.fs as pafs
 
-from explore.store.feature_store import REQUIRED_SPLITS, FeatureSet, FeatureSplit, feature_key
+from explore.store.feature_set import REQUIRED_SPLITS, FeatureSet, FeatureSplit
+from explore.store.keys import feature_key
 from explore.store.uri import describe_failure, join, resolve
 
 __all__ = [
     "Classifier",
     "FeatureImportError",
+    "digest_feature_dir",
     "import_feature_dir",
     "imported_feature_key",
-    "digest_feature_dir",
 ]
 
 CLASSES_FILE = "classes.txt"
 CLASSIFIER_FILE = "classifier.npz"
 AUX_FILE = "aux.npz"
 AUX_CLASSES_FILE = "aux_classes.txt"
-# Absent files are left out of the digest, so adding the aux names keeps older keys.
-_KEY_FILES = tuple(f"{s}.npz" for s in REQUIRED_SPLITS) + (CLASSES_FILE, AUX_FILE, AUX_CLASSES_FILE)
+_SPLIT_FILES = tuple(f"{s}.npz" for s in REQUIRED_SPLITS)
+# Every input file is in the key, so replacing any of them never hits a stale entry. Absent
+# files are left out of the digest, so adding a file name here keeps the keys of
+# directories without it.
+_KEY_FILES = _SPLIT_FILES + (CLASSES_FILE, CLASSIFIER_FILE, AUX_FILE, AUX_CLASSES_FILE)
 
 
 class FeatureImportError(ValueError):
@@ -115,11 +120,36 @@ def _load_npz(data: bytes, uri: str, required: tuple[str, ...]) -> dict[str, np.
         ) from None
 
 
+def _feature_dir(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of the directory ``uri``, which must not be a file."""
+    fs, root = resolve(uri)
+    try:
+        kind = fs.get_file_info(root).type
+    except OSError as exc:
+        raise describe_failure(exc, uri, "reading an imported feature directory") from None
+    if kind in (pafs.FileType.File, pafs.FileType.NotFound):
+        problem = "is a file" if kind == pafs.FileType.File else "does not exist"
+        raise FeatureImportError(
+            f"features={uri} {problem}; give the directory holding {', '.join(_SPLIT_FILES)}"
+        )
+    return fs, root
+
+
+def _digests(files: dict[str, bytes | None]) -> dict[str, str]:
+    """sha256 of each present file among ``_KEY_FILES`` (``files`` maps name -> bytes), as
+    ``digest_feature_dir`` computes them."""
+    return {
+        name: hashlib.sha256(data).hexdigest()
+        for name in _KEY_FILES
+        if (data := files.get(name)) is not None
+    }
+
+
 def digest_feature_dir(uri: str) -> dict[str, str]:
     """sha256 of each file that determines the imported features (absent files left out)."""
-    fs, root = resolve(uri)
+    fs, root = _feature_dir(uri)
     out = {}
-    for name in _KEY_FILES:
+    for name in _KEY_FILES:  # one file in memory at a time: train.npz may be large
         data = _read(fs, f"{root}/{name}", join(uri, name))
         if data is not None:
             out[name] = hashlib.sha256(data).hexdigest()
@@ -130,24 +160,23 @@ def imported_feature_key(uri: str) -> str:
     """Cache key of the features in the directory ``uri``: a digest of the files' bytes,
     independent of where they live, so re-importing the same files hits the cache."""
     digests = digest_feature_dir(uri)
-    missing = [f"{s}.npz" for s in REQUIRED_SPLITS if f"{s}.npz" not in digests]
+    missing = [f for f in _SPLIT_FILES if f not in digests]
     if missing:
         raise FeatureImportError(
-            f"{uri} lacks {missing}; an imported feature directory needs "
-            f"{[f'{s}.npz' for s in REQUIRED_SPLITS]}"
+            f"{uri} lacks {missing}; an imported feature directory needs {list(_SPLIT_FILES)}"
         )
     return feature_key({"source": "imported", "files": digests})
 
 
 def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
     """Read and validate the feature directory ``uri`` (see the module docstring)."""
-    fs, root = resolve(uri)
+    fs, root = _feature_dir(uri)
     files = {s: _read(fs, f"{root}/{s}.npz", join(uri, f"{s}.npz")) for s in REQUIRED_SPLITS}
     missing = [f"{s}.npz" for s, data in files.items() if data is None]
     if missing:
         raise FeatureImportError(
             f"{uri} lacks {missing}; an imported feature directory needs "
-            f"{[f'{s}.npz' for s in REQUIRED_SPLITS]} with arrays features, labels"
+            f"{list(_SPLIT_FILES)} with arrays features, labels"
         )
 
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -250,15 +279,17 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
         splits = {s: FeatureSplit(x, y) for s, (x, y) in raw.items()}
     except ValueError as exc:  # e.g. NaN features
         raise FeatureImportError(f"{uri}: {exc}") from None
-    digests = {}
-    for name, data in [
-        *((f"{s}.npz", files[s]) for s in REQUIRED_SPLITS),
-        (CLASSES_FILE, classes_data),
-        (AUX_FILE, aux_data),
-        (AUX_CLASSES_FILE, aux_names_data),
-    ]:
-        if data is not None:
-            digests[name] = hashlib.sha256(data).hexdigest()
+    # The same digests as imported_feature_key's, from the bytes read here: the key and
+    # the provenance cannot disagree.
+    digests = _digests(
+        {
+            **{f"{s}.npz": files[s] for s in REQUIRED_SPLITS},
+            CLASSES_FILE: classes_data,
+            CLASSIFIER_FILE: clf_data,
+            AUX_FILE: aux_data,
+            AUX_CLASSES_FILE: aux_names_data,
+        }
+    )
     meta: dict[str, object] = {
         "source": "imported",
         "imported_from": uri,

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from explore.config import compose, sweep_config
-    from explore.sweep.driver import run
+    from explore.sweep.driver import SweepFailedError, run
     from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
 
     keep_credentials_out_of_runtime_envs()
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         composed = compose(argv[0], argv[1:])
         cfg = sweep_config(composed, argv[0])
         raw = OmegaConf.to_container(composed, resolve=True)
-        uri = run(cfg, raw)  # type: ignore[arg-type]
-    except (ConfigError, StorageError, ValueError, FileNotFoundError) as exc:
+        uri = run(cfg, raw, overrides=argv[1:])  # type: ignore[arg-type]
+    except (ConfigError, StorageError, ValueError, FileNotFoundError, SweepFailedError) as exc:
         print(f"error: {redact(str(exc).strip().splitlines()[0])}", file=sys.stderr)
         return 2
     print(f"results: {uri}")

@@ -9,6 +9,7 @@ summary and, last, ``results: <uri>``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -23,7 +24,10 @@ from omegaconf import OmegaConf
 
 from explore import __version__
 from explore.config import ConfigError, KnobSpace, SweepConfig, sweep_config
+from explore.recipes import Recipe, RecipeError, get_recipe
 from explore.results import writer
+from explore.results.layout import SweepLayout
+from explore.results.rows import Provenance, build_row
 from explore.store import uri as storage
 from explore.sweep.study import StudyJournal, reconcile_study
 
@@ -46,159 +50,247 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def checked_space(cfg: SweepConfig, method: Any, facts: Any) -> dict[str, KnobSpace]:
-    """Every knob must be a parameter of the method and valid at both ends of its
-    range, before any trial runs. A range reaching past a data-dependent limit (k above
-    the number of base classes, W above the number of classes) is capped, with a note;
-    a fixed value past it is an error."""
-    params0 = method.make_params(cfg.method_settings())
-    limits = method.limits(facts)
+def checked_space(cfg: SweepConfig, recipe: Recipe, facts: Any) -> dict[str, KnobSpace]:
+    """Every knob must be a parameter of the method and valid at both ends of its range,
+    before any trial runs. A range reaching past a data-dependent limit (k above the number
+    of base classes, W above the number of classes) is capped, with a note; a fixed value
+    past it is an error."""
+    params0 = recipe.params(cfg.method_settings)
+    limits = recipe.limits(facts)
+    fields = {f.name for f in dataclasses.fields(params0)}  # type: ignore[arg-type]
     out = {}
     for name, knob in cfg.space.items():
-        if name not in {f.name for f in dataclasses.fields(params0)}:
-            raise ConfigError(f"space.{name} is not a parameter of method {method.name}")
-        if knob.type == "int" and name in limits and knob.high > limits[name] >= knob.low:
-            log.warning("space.%s: range %g..%g capped at %d for this dataset", name, knob.low, knob.high, limits[name])
+        if name not in fields:
+            close = difflib.get_close_matches(name, sorted(fields), n=1)
+            hint = f" (did you mean space.{close[0]}?)" if close else ""
+            raise ConfigError(f"space.{name} is not a parameter of method {recipe.name}{hint}")
+        if knob.type == "int" and name in limits and knob.range()[1] > limits[name] >= knob.range()[0]:
+            log.warning("space.%s: range %g..%g capped at %d for this dataset", name, knob.low,
+                        knob.high, limits[name])
             knob = dataclasses.replace(knob, high=limits[name])
         for value in knob.bounds():
             try:
-                params = dataclasses.replace(params0, **{name: value})
-                method.check(params, facts)
+                recipe.check(recipe.params({**cfg.method_settings, name: value}), facts)
             except ValueError as exc:
                 raise ConfigError(f"space.{name}={value!r}: {exc}") from None
         out[name] = knob
-    method.check(params0, facts)
+    try:
+        recipe.check(params0, facts)
+    except RecipeError as exc:
+        raise ConfigError(str(exc)) from None
     return out
 
 
-def _init_ray(cfg: SweepConfig) -> None:
+def _init_ray() -> None:
+    """Connect to ``RAY_ADDRESS`` when it is set (a Ray job sets it); otherwise start a
+    local cluster of our own, whatever address file an earlier ``ray start`` left behind."""
     import ray
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        log.info("ray: connecting to the running cluster at %s", os.environ["RAY_ADDRESS"])
-        ray.init(log_to_driver=False)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("ray: connecting to the running cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
     else:
         log.info("ray: starting a local cluster")
         # trial_driver: the resource Train-in-Tune trial drivers hold instead of a CPU.
-        ray.init(resources={"trial_driver": 2}, log_to_driver=False)
+        ray.init(address="local", resources={"trial_driver": 2}, log_to_driver=False)
 
 
-def _sweep_location(cfg: SweepConfig) -> tuple[str, str, bool]:
-    """(storage_uri, sweep_id, resuming)."""
+def _sweep_location(cfg: SweepConfig) -> tuple[SweepLayout, bool]:
+    """(the sweep's layout, resuming)."""
     if not cfg.resume:
-        return cfg.storage_uri, new_sweep_id(cfg.space_name), False
+        return SweepLayout(cfg.storage_uri, new_sweep_id(cfg.space_name)), False
     ref = cfg.resume.rstrip("/")
     if "/sweeps/" in ref:
         root, sweep_id = ref.rsplit("/sweeps/", 1)
-        return root, sweep_id, True
-    return cfg.storage_uri, ref, True
+        return SweepLayout(root, sweep_id), True
+    return SweepLayout(cfg.storage_uri, ref), True
 
 
-def _save_config(storage_uri: str, sweep_id: str, raw: dict[str, Any]) -> None:
-    fs, path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/sweep.json") as f:
-        f.write(json.dumps(raw, indent=2, sort_keys=True, default=str).encode())
-
-
-def _load_config(storage_uri: str, sweep_id: str) -> dict[str, Any]:
-    fs, path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
+def _save_config(layout: SweepLayout, raw: dict[str, Any]) -> None:
+    fs, path = storage.resolve(layout.config)
     try:
-        with fs.open_input_file(f"{path}/sweep.json") as f:
-            return json.loads(f.read_buffer(f.size()).to_pybytes())
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(json.dumps(raw, indent=2, sort_keys=True, default=str).encode())
+    except OSError as exc:
+        raise storage.describe_failure(exc, layout.config, "writing the sweep config") from None
+
+
+def _load_config(layout: SweepLayout) -> dict[str, Any]:
+    fs, path = storage.resolve(layout.config)
+    try:
+        with fs.open_input_file(path) as f:
+            return dict(json.loads(f.read_buffer(f.size()).to_pybytes()))
     except FileNotFoundError:
-        raise ConfigError(
-            f"resume: no sweep {sweep_id!r} under {storage_uri} (no sweep.json); check the id and storage_uri"
-        ) from None
+        raise ConfigError(f"resume: no sweep {layout.sweep_id!r} under {layout.storage_uri} (no "
+                          "sweep.json); check the id and storage_uri") from None
+    except OSError as exc:
+        raise storage.describe_failure(exc, layout.config, "reading the sweep config") from None
 
 
-def run(cfg: SweepConfig, raw: dict[str, Any]) -> str:
+_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri")
+
+
+def _resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any],
+                    overrides: list[str]) -> tuple[SweepConfig, dict[str, Any]]:
+    """The stored config of the sweep being resumed, checked against this command: the
+    space must be the same, ``num_samples`` may grow (the sweep is extended), and any other
+    override that differs from the stored value is an error naming it."""
+    stored_space = str(stored.get("space_name"))
+    if stored_space != cfg.space_name:
+        raise ConfigError(f"resume: sweep {layout.sweep_id} is a {stored_space} sweep, not "
+                          f"{cfg.space_name}; run `python -m explore.sweep {stored_space} "
+                          f"resume={layout.sweep_id}`")
+    raw = dict(stored)
+    for override in overrides:
+        key, _, _ = override.lstrip("+~").partition("=")
+        if key.split(".")[0] in _RESUME_MAY_CHANGE:
+            continue
+        now = OmegaConf.select(OmegaConf.create(_plain(cfg)), key)
+        before = OmegaConf.select(OmegaConf.create(stored), key)
+        if now != before:
+            raise ConfigError(f"resume: {key}={now!r} differs from the sweep's {key}={before!r}; "
+                              "a resumed sweep keeps its configuration (only num_samples may grow)")
+    if cfg.num_samples != stored.get("num_samples"):
+        if cfg.num_samples < int(stored.get("num_samples", 0)):
+            raise ConfigError(f"resume: num_samples={cfg.num_samples} is below the sweep's "
+                              f"{stored.get('num_samples')}; a resume can only extend a sweep")
+        if any(o.partition("=")[0] == "num_samples" for o in overrides):
+            log.info("resume: extending %s from %s to %d configurations", layout.sweep_id,
+                     stored.get("num_samples"), cfg.num_samples)
+            raw["num_samples"] = cfg.num_samples
+    raw["storage_uri"] = layout.storage_uri
+    raw.pop("resume", None)
+    resumed = sweep_config(OmegaConf.create({k: v for k, v in raw.items()
+                                             if k not in ("space_name", "sweep_id", "overrides")}),
+                           stored_space)
+    return resumed, raw
+
+
+def _plain(cfg: SweepConfig) -> dict[str, Any]:
+    """The typed config as plain values (for comparing overrides with a stored config)."""
+    out = dataclasses.asdict(cfg)
+    out["method"] = {"name": cfg.method, **cfg.method_settings}
+    out["base"] = {"name": cfg.base.name, **dataclasses.asdict(cfg.base.settings)}
+    return out
+
+
+def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = None) -> str:
     """Run (or resume) a sweep; returns the URI of its Parquet results."""
     from explore.pipeline import prepare
-    from explore.store.feature_store import FeatureStore
-    from explore.sweep import search
-    from explore.sweep.summary import configuration_table, format_table
+    from explore.store import FeatureStore
     from explore.sweep.trial import TrialContext
-    from explore.training.registry import get_method
 
-    storage_uri, sweep_id, resuming = _sweep_location(cfg)
+    overrides = list(overrides or [])
+    layout, resuming = _sweep_location(cfg)
+    store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
+    lock = None
     if resuming:
-        raw = _load_config(storage_uri, sweep_id)
-        raw["storage_uri"] = storage_uri
-        cfg = sweep_config(OmegaConf.create(raw), str(raw.get("space_name", cfg.space_name)))
-    method = get_method(cfg.method_name)
-    method.make_params(cfg.method_settings())  # fail on bad settings before touching anything
-    store = FeatureStore(storage_uri)  # checks the storage is reachable
-    full_settings = _check_full_mode(cfg, method)
-    _init_ray(cfg)
-    prepared = prepare(cfg, method, store)
-    space = checked_space(cfg, method, prepared.facts)
-    if cfg.search.metric.startswith("val_") and prepared.base_result is not None and not prepared.base_result.val:
-        raise ConfigError(
-            f"search.metric={cfg.search.metric} needs a validation split, and this data has none: "
-            "set dataset.val_per_class (and lower dataset.n_max) or give features with val.npz"
+        cfg, raw = _resumed_config(cfg, layout, _load_config(layout), overrides)
+        from explore.sweep.study import SweepLock
+
+        lock = SweepLock(layout)
+        lock.acquire()
+    recipe = get_recipe(cfg.method)
+    if cfg.mode == "full":
+        _check_full_mode(cfg, recipe)
+    try:
+        _init_ray()
+        prepared = prepare(cfg, recipe, store)
+        space = checked_space(cfg, recipe, prepared.facts)
+        if cfg.search.metric.startswith("val_") and not prepared.reference.results[0].val:
+            raise ConfigError(
+                f"search.metric={cfg.search.metric} needs a validation split, and this data has "
+                "none: set dataset.val_per_class (and lower dataset.n_max) or give features with "
+                "val.npz")
+        num_samples = _count_configurations(cfg, space)
+        if not resuming:
+            _save_config(layout, {**raw, "space_name": cfg.space_name, "sweep_id": layout.sweep_id,
+                                  "overrides": overrides})
+        log.info("sweep %s: %s, %d configurations × %d seeds", layout.sweep_id, cfg.space_name,
+                 num_samples, cfg.repeats)
+        prov = Provenance(
+            sweep_id=layout.sweep_id, space=cfg.space_name, mode=cfg.mode,
+            dataset=prepared.dataset_name, feature_key=prepared.feature_key,
+            thresholds=cfg.splits, code_version=code_version(), base=prepared.reference.name,
+            base_key=prepared.base_key,
         )
-    num_samples = cfg.num_samples
+        ctx = TrialContext(
+            layout=layout, provenance=prov, method=cfg.method,
+            method_settings=cfg.method_settings, head=cfg.head, seeds=tuple(cfg.seeds),
+            mode=cfg.mode, cpus_per_trial=cfg.runner.cpus_per_trial,
+            gpus_per_trial=cfg.runner.gpus_per_trial, max_failures=cfg.runner.max_failures,
+            dataset=cfg.dataset if cfg.mode == "full" else None,
+            backbone=cfg.backbone if cfg.mode == "full" else None,
+        )
+        _write_reference_rows(ctx, prepared)
+        _run_trials(cfg, ctx, space, num_samples, resuming)
+    finally:
+        if lock is not None:
+            lock.release()
+    return _close(layout, cfg)
+
+
+def _count_configurations(cfg: SweepConfig, space: dict[str, KnobSpace]) -> int:
+    from explore.sweep import search
+
     if all(knob.type == "fixed" for knob in space.values()):
-        num_samples = 1
         log.info("every knob is fixed: one configuration")
-    elif cfg.search.sampler == "grid":
-        num_samples = search.grid_size(space)
-        log.info("grid search: %d configurations", num_samples)
-    if not resuming:
-        _save_config(storage_uri, sweep_id, {**raw, "space_name": cfg.space_name, "sweep_id": sweep_id})
-    log.info("sweep %s: %s, %d configurations × %d seeds", sweep_id, cfg.space_name, num_samples, cfg.repeats)
+        return 1
+    if cfg.search.sampler == "grid":
+        size = search.grid_size(space)
+        log.info("grid search: %d configurations", size)
+        return size
+    return cfg.num_samples
 
-    ctx = TrialContext(
-        sweep_id=sweep_id,
-        space_name=cfg.space_name,
-        storage_uri=storage_uri,
-        feature_key=prepared.feature_key,
-        dataset_name=prepared.dataset_name,
-        method_name=cfg.method_name,
-        method_settings=cfg.method_settings(),
-        seeds=tuple(cfg.seeds),
-        thresholds=cfg.splits,
-        mode=cfg.mode,
-        base_name=prepared.base_name,
-        base_key=prepared.base_key,
-        code_version=code_version(),
-        cpus_per_trial=cfg.runner.cpus_per_trial,
-        gpus_per_trial=cfg.runner.gpus_per_trial,
-        max_failures=cfg.runner.max_failures,
-        dataset=dict(cfg.dataset) if cfg.mode == "full" else {},
-        backbone=dict(cfg.backbone) if cfg.mode == "full" else {},
-        full=full_settings,
-    )
-    _write_base_row(ctx, prepared)
-    _run_trials(cfg, ctx, space, num_samples, resuming)
 
-    uri = writer.results_uri(storage_uri, sweep_id)
-    rows = writer.read_results(uri)
+def _close(layout: SweepLayout, cfg: SweepConfig) -> str:
+    """Print the closing summary (the analysis code's); a sweep with no successful trial
+    is an error."""
+    from explore.analyze import sweep_summary
+    from explore.results.reader import read_rows
+
+    read = read_rows([layout.results])
+    rows = read.rows
+    for problem in read.problems:
+        log.warning("%s", problem)
     print()
-    print(format_table(configuration_table(rows, cfg.search.metric)))
-    errors = int((rows["status"] != "ok").sum())
-    if errors:
-        print(f"\n{errors} row(s) of failed trials are recorded with status=error")
-    return uri
+    print(sweep_summary(rows))
+    configurations = rows[rows["role"] == "configuration"] if "role" in rows else rows.iloc[0:0]
+    failed = int((configurations["status"] == "error").sum())
+    if failed:
+        print(f"\n{failed} row(s) of failed trials are recorded with status=error")
+    if len(configurations) and not (configurations["status"] == "ok").any():
+        raise SweepFailedError(f"no trial of sweep {layout.sweep_id} succeeded ({failed} error "
+                               f"rows); see the error column of {layout.results}")
+    return layout.results
 
 
+class SweepFailedError(RuntimeError):
+    """Every trial of the sweep failed."""
 
-def _write_base_row(ctx: Any, prepared: Any) -> None:
-    """The base/reference model's row, once per sweep (a resume keeps the existing one).
+
+def _write_reference_rows(ctx: Any, prepared: Any) -> None:
+    """The reference model's rows, one per seed, once per sweep (a resume keeps them).
     It is a head on the CE backbone's cached features, in either mode."""
-    from explore.sweep.trial import result_row
-
-    name = f"base-{prepared.base_name}"
-    if prepared.base_result is None or name in writer.existing_names(ctx.storage_uri, ctx.sweep_id):
+    reference = prepared.reference
+    name = SweepLayout.base_name(reference.name)
+    if name in writer.existing_names(ctx.layout):
         return
-    base_ctx = dataclasses.replace(ctx, method_name=str(prepared.base_name), mode="head")
-    row = result_row(base_ctx, name, str(prepared.base_name), None, None, prepared.base_result)
-    writer.write_rows(ctx.storage_uri, ctx.sweep_id, name, [row])
+    rows = []
+    for result, key in zip(reference.results, reference.keys, strict=True):
+        prov = dataclasses.replace(ctx.provenance, mode="head", base_key=key)
+        rows.append(build_row(prov, trial_id=name, method=reference.name, role="reference",
+                              result=result, knobs={}, training=ctx.head,
+                              deterministic=reference.deterministic))
+    writer.write_rows(ctx.layout, name, rows)
 
-def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_samples: int, resuming: bool) -> None:
+
+def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_samples: int,
+                resuming: bool) -> None:
     """Run the sweep's trials with Ray Tune and the Optuna searcher; on a resume, only
     the ones not finished yet."""
     from ray import tune
@@ -207,19 +299,20 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
     from explore.sweep.progress import ProgressReporter
 
     fn = _trial_function(cfg, ctx)
-    fs, sweep_path = storage.resolve(writer.sweep_uri(ctx.storage_uri, ctx.sweep_id))
+    fs, sweep_path = storage.resolve(ctx.layout.root)
     storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
-    journal = StudyJournal(ctx.storage_uri, ctx.sweep_id)
+    journal = StudyJournal(ctx.layout)
     study_storage = search.journal_storage(journal.local_path(fetch=resuming))
     remaining, run_name = num_samples, "tune"
     if resuming:
         # Resume from what is durable: finished trials' Parquet files and the Optuna
         # study. Finished trials are kept and never rerun; the rest run as new trials.
-        finished = writer.finished_trials(ctx.storage_uri, ctx.sweep_id)
-        reconcile_study(study_storage, ctx.sweep_id, finished, list(space), cfg.search.metric)
+        finished = writer.finished_trials(ctx.layout)
+        reconcile_study(study_storage, ctx.layout.sweep_id, finished, list(space), cfg.search.metric)
         remaining = num_samples - len(finished)
         run_name = f"tune-resume-{len(list(_tune_runs(fs, sweep_path)))}"
-        log.info("resume %s: %d finished trial(s) kept, %d to run", ctx.sweep_id, len(finished), max(remaining, 0))
+        log.info("resume %s: %d finished trial(s) kept, %d to run", ctx.layout.sweep_id,
+                 len(finished), max(remaining, 0))
     if remaining > 0:
         progress = ProgressReporter(remaining, cfg.search.metric, ctx, on_trial_end=journal.upload)
         tuner = tune.Tuner(
@@ -230,7 +323,7 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
                 mode=cfg.search.mode,
                 # With no swept knob there is nothing to search (Optuna would have no
                 # distribution): Tune runs the one configuration by itself.
-                search_alg=search.searcher(cfg, space, ctx.sweep_id, study_storage)
+                search_alg=search.searcher(cfg, space, ctx.layout.sweep_id, study_storage)
                 if any(knob.type != "fixed" for knob in space.values()) else None,
                 num_samples=remaining,
                 max_concurrent_trials=_max_concurrent(cfg),
@@ -249,24 +342,13 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
     journal.upload()
 
 
-def _check_full_mode(cfg: SweepConfig, method: Any) -> dict[str, Any]:
-    """mode=full: the method has a full-mode recipe, the data are images, and the ``full``
-    settings (a ``full:`` block of the config, e.g. ``+full.drw_start=5``) are valid.
-    Returns those settings ({} in head mode)."""
-    if cfg.mode != "full":
-        return {}
-    from explore.pipeline import backbone_train_config
-    from explore.training.full import FullModeConfig, FullModeError, full_method_kind
-
+def _check_full_mode(cfg: SweepConfig, recipe: Recipe) -> None:
+    """mode=full: the method has a full mode and the data are images."""
     if cfg.features:
         raise ConfigError("mode=full trains the backbone on images: drop features= and give a dataset")
-    settings = dict(cfg.full)
-    try:
-        full_method_kind(method.make_params(cfg.method_settings()))
-        FullModeConfig.from_mapping(settings).method_start(backbone_train_config(cfg.backbone).epochs)
-    except FullModeError as exc:
-        raise ConfigError(str(exc)) from None
-    return settings
+    if not recipe.has_full_mode:
+        raise ConfigError(f"mode=full is not available for {recipe.name} (full mode covers "
+                          "swrm, dyswrm, neighbor_silencing and lfm); use mode=head")
 
 
 def _max_concurrent(cfg: SweepConfig) -> int:
@@ -276,7 +358,7 @@ def _max_concurrent(cfg: SweepConfig) -> int:
         return cfg.search.max_concurrent_trials
     import ray
 
-    workers = int(cfg.backbone.get("num_workers", 1)) * cfg.runner.cpus_per_trial
+    workers = cfg.backbone.num_workers * cfg.runner.cpus_per_trial
     fits = int(ray.cluster_resources().get("CPU", 1) // max(workers, 1e-9))
     return max(1, min(cfg.search.max_concurrent_trials, fits))
 
@@ -286,27 +368,22 @@ def _trial_function(cfg: SweepConfig, ctx: Any) -> Any:
     import ray
     from ray import tune
 
-    from explore.sweep.trial import full_trainable, train_job_trainable, trainable
+    from explore.sweep.trial import train_job_trainable, trainable
 
+    needs_driver = cfg.mode == "full" or cfg.runner.head_placement == "ray_train"
+    if needs_driver and not ray.cluster_resources().get("trial_driver"):
+        what = "mode=full" if cfg.mode == "full" else "runner.head_placement=ray_train"
+        raise ConfigError(f"{what} needs the custom resource 'trial_driver' on the cluster (see "
+                          "cluster/*.yaml: resources: {trial_driver: N} on the head)")
     if cfg.mode == "full":
-        if not ray.cluster_resources().get("trial_driver"):
-            raise ConfigError(
-                "mode=full needs the custom resource 'trial_driver' on the cluster (see "
-                "cluster/*.yaml: resources: {trial_driver: N} on the head)"
-            )
-        # The trial drives Train runs and holds no CPU: the workers hold them (RAY_NOTES §3).
-        return tune.with_resources(tune.with_parameters(full_trainable, ctx=ctx), {"trial_driver": 1})
+        # The trial drives Train runs and holds no CPU: the workers hold them
+        # (docs/operations.md#the-trial_driver-resource).
+        return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"trial_driver": 1})
     if cfg.runner.head_placement == "in_trial":
         resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
         return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)
-    if cfg.runner.head_placement == "ray_train":
-        if not ray.cluster_resources().get("trial_driver"):
-            raise ConfigError(
-                "runner.head_placement=ray_train needs the custom resource 'trial_driver' on the "
-                "cluster (see cluster/*.yaml: resources: {trial_driver: N} on the head)"
-            )
-        return tune.with_resources(tune.with_parameters(train_job_trainable, ctx=ctx), {"trial_driver": 1})
-    raise ConfigError(f"runner.head_placement={cfg.runner.head_placement!r} must be in_trial or ray_train")
+    return tune.with_resources(tune.with_parameters(train_job_trainable, ctx=ctx),
+                               {"trial_driver": 1})
 
 
 def _tune_runs(fs: pafs.FileSystem, sweep_path: str) -> list[str]:

@@ -9,7 +9,8 @@ from typing import Any
 from ray.tune import Callback
 
 from explore.results import writer
-from explore.store.uri import redact
+from explore.results.layout import SweepLayout
+from explore.store.uri import StorageError, redact
 
 log = logging.getLogger("explore")
 
@@ -36,30 +37,22 @@ class ProgressReporter(Callback):
             f" {time.monotonic() - self.start:.1f} s elapsed)",
             flush=True,
         )
-        writer.delete_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}")
+        writer.delete_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)))
         self.on_trial_end()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished += 1
-        from explore.sweep.trial import result_row
-        from explore.training.outcome import SeedResult
-        from explore.training.registry import get_method
+        from explore.sweep.trial import error_rows
 
+        self.finished += 1
         message = _error_line(trial)
         print(f"[{self.finished}/{self.total}] trial {trial.trial_id} failed: {message}", flush=True)
-        if f"trial-{trial.trial_id}" in writer.existing_names(self.ctx.storage_uri, self.ctx.sweep_id):
+        if SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout):
             return  # its rows were written before the failure (e.g. lost while reporting)
-        method = get_method(self.ctx.method_name)
+        rows = error_rows(self.ctx, dict(trial.config), trial.trial_id, message)
         try:
-            params = method.make_params({**self.ctx.method_settings, **dict(trial.config)})
-        except ValueError:
-            params = None
-        rows = [
-            result_row(self.ctx, trial.trial_id, self.ctx.method_name, self.ctx.base_name, params,
-                       SeedResult(seed=s, best_epoch=0, test={}, val={}), status="error", error=message)
-            for s in self.ctx.seeds
-        ]
-        writer.write_rows(self.ctx.storage_uri, self.ctx.sweep_id, f"error-{trial.trial_id}", rows)
+            writer.write_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)), rows)
+        except StorageError as exc:  # the store itself is failing: say so, keep the driver up
+            log.error("could not record the failure of trial %s: %s", trial.trial_id, exc)
         self.on_trial_end()
 
 

@@ -19,10 +19,11 @@ def param_space(space: dict[str, KnobSpace]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, knob in space.items():
         if knob.type == "int":  # Tune's integer upper bounds are exclusive
-            low, high = int(knob.low), int(knob.high) + 1
+            low, high = int(knob.range()[0]), int(knob.range()[1]) + 1
             out[name] = tune.lograndint(low, high) if knob.log else tune.randint(low, high)
         elif knob.type == "float":
-            out[name] = tune.loguniform(knob.low, knob.high) if knob.log else tune.uniform(knob.low, knob.high)
+            low_f, high_f = knob.range()
+            out[name] = tune.loguniform(low_f, high_f) if knob.log else tune.uniform(low_f, high_f)
         elif knob.type == "categorical":
             out[name] = tune.choice(list(knob.choices))
         else:
@@ -50,10 +51,11 @@ class ExploreOptunaSearch(OptunaSearch):
     """OptunaSearch that proposes each configuration once.
 
     On a small discrete space (k 2..7 × two distances) TPE keeps proposing the best
-    configuration again; rerunning it only repeats the same seeds. A repeated proposal
-    is told the value the study already has (as Optuna's FAQ suggests, so TPE keeps the
-    evidence) and the sampler is asked again; once every configuration of a finite space
-    has been proposed, the search finishes early.
+    configuration again; rerunning it only repeats the same seeds. A repeated proposal is
+    closed as a FAIL trial marked ``explore_repeat`` (so the study holds one COMPLETE trial
+    per configuration run) and the sampler is asked again; after a few repeats the next
+    unseen configuration is enqueued, and once every configuration of a finite space has
+    been proposed, the search finishes early.
     """
 
     RESAMPLES_BEFORE_ENQUEUE = 10
@@ -69,7 +71,7 @@ class ExploreOptunaSearch(OptunaSearch):
             order = np.random.default_rng(seed).permutation(len(combos))
             self._all = [combos[i] for i in order]
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]
         from ray.tune.search import Searcher
 
         for attempt in range(self.RESAMPLES_BEFORE_ENQUEUE + 1):
@@ -80,7 +82,7 @@ class ExploreOptunaSearch(OptunaSearch):
                     return Searcher.FINISHED
                 if attempt == self.RESAMPLES_BEFORE_ENQUEUE:
                     # The sampler keeps proposing known configurations: take the next unseen one.
-                    self._ot_study.enqueue_trial(unseen[0])
+                    self._study.enqueue_trial(unseen[0])
             config = super().suggest(trial_id)
             if not isinstance(config, dict):
                 return config
@@ -89,17 +91,21 @@ class ExploreOptunaSearch(OptunaSearch):
             if key not in known or attempt == self.RESAMPLES_BEFORE_ENQUEUE:
                 return config
             del self._ot_trials[trial_id]
-            value = known[key]
-            if value is None:  # the same configuration is running now
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                self._ot_study.tell(ot_trial, value)
+            # Not a second result of the configuration: the repeat is closed as FAIL (the
+            # samplers ignore failed trials), marked so that readers of the study know why.
+            ot_trial.set_user_attr("explore_repeat", True)
+            self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         return None  # unreachable: the last attempt always returns
+
+    @property
+    def _study(self) -> optuna.Study:
+        assert self._ot_study is not None, "the searcher has no study yet"
+        return self._ot_study
 
     def _known_configurations(self) -> dict[tuple, float | None]:
         """Configurations proposed so far → their value (None while running)."""
         known: dict[tuple, float | None] = {}
-        for t in self._ot_study.get_trials(deepcopy=False):
+        for t in self._study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.COMPLETE:
                 known[_config_key(t.params)] = t.value
             elif t.state == optuna.trial.TrialState.RUNNING and t.params:

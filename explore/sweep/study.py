@@ -11,29 +11,53 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
 
-from explore.results import writer
+from explore.results.layout import SweepLayout
 from explore.store import uri as storage
 
 log = logging.getLogger("explore")
 
 
+class SweepLock:
+    """One resume at a time: ``<sweep>/resume.lock`` (local O_EXCL file or S3 conditional
+    PUT), broken at once when its owner is a dead process on this host."""
+
+    def __init__(self, layout: SweepLayout) -> None:
+        self.layout = layout
+        self._held: Any = None
+
+    def acquire(self) -> None:
+        from explore.config import ConfigError
+        from explore.store import LockHeldError, take_exclusive
+
+        try:
+            self._held = take_exclusive(self.layout.storage_uri,
+                                        f"sweeps/{self.layout.sweep_id}/resume.lock",
+                                        f"sweep {self.layout.sweep_id}")
+        except LockHeldError as exc:
+            raise ConfigError(f"resume: {exc}; wait for that run to end (or stop it)") from None
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
+
+
 class StudyJournal:
-    def __init__(self, storage_uri: str, sweep_id: str) -> None:
-        self.storage_uri, self.sweep_id = storage_uri, sweep_id
-        self.remote = storage.is_s3(storage_uri)
+    def __init__(self, layout: SweepLayout) -> None:
+        self.layout = layout
+        self.remote = storage.is_s3(layout.storage_uri)
         if self.remote:
-            self.path = Path.home() / ".cache" / "explore" / "optuna" / f"{sweep_id}.journal"
+            self.path = Path.home() / ".cache" / "explore" / "optuna" / f"{layout.sweep_id}.journal"
         else:
-            _, sweep_path = storage.resolve(writer.sweep_uri(storage_uri, sweep_id))
-            self.path = Path(sweep_path) / "optuna.journal"
+            self.path = Path(storage.resolve(layout.journal)[1])
 
     def _remote_path(self) -> tuple[object, str]:
-        fs, sweep_path = storage.resolve(writer.sweep_uri(self.storage_uri, self.sweep_id))
-        return fs, f"{sweep_path}/optuna.journal"
+        return storage.resolve(self.layout.journal)
 
     def local_path(self, fetch: bool = False) -> str:
         """The journal's local file; on a resume from S3 the mirrored copy is fetched first."""
@@ -86,3 +110,23 @@ def reconcile_study(
                 study.enqueue_trial(dict(trial.params))
         else:
             study.tell(trial.number, value)
+    _requeue_failed(study, finished, knobs)
+
+
+def _requeue_failed(study: optuna.Study, finished: pd.DataFrame, knobs: list[str]) -> None:
+    """A configuration whose trial failed for good (status=error rows) runs again on a
+    resume — after the user fixed the cause. A grid sampler would otherwise count it as
+    visited and never propose it again."""
+    def key(params: dict) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in params.items()))
+
+    done = {key({k: row[k] for k in knobs if k in row}) for _, row in finished.iterrows()}
+    states = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.COMPLETE)
+    done |= {key(t.system_attrs.get("fixed_params") or t.params)
+             for t in study.get_trials(deepcopy=False, states=states)}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if trial.user_attrs.get("explore_repeat") or not trial.params:
+            continue
+        if key(trial.params) not in done:
+            study.enqueue_trial(dict(trial.params))
+            done.add(key(trial.params))

@@ -1,42 +1,65 @@
-"""One training loop for every head trained on cached features.
+"""The one training loop for every head trained on cached features.
 
-Methods plug in pieces (STYLE.md item 4): a per-sample ``loss``, an epoch
-``sample_indices`` (e.g. class-balanced for cRT) and a batch ``mix`` (LFM). The loop
-stays visible: setup → epochs → validation → best-epoch selection.
+Methods change it only through :class:`~explore.training.plugins.Plugins` (loss, epoch
+sampler, batch mixing, per-epoch update, extra parameters), never through a copy of the
+loop. The loop stays visible: setup → epochs → validation → best-epoch selection. Heads
+are small, so the seeds of a configuration train one after the other
+(:func:`run_seeds`); each seed's result is evaluated at its selected epoch.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explore.evaluation import evaluate_logits
+from explore.training.outcome import SeedResult
+from explore.training.plugins import Plugins
 from explore.training.tensors import tensor_view
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(logits, targets) → per-sample losses. Targets are class indices or soft labels."""
-SampleFn = Callable[[int, np.random.Generator], np.ndarray]
-"""(epoch, rng) → the training sample indices of that epoch, in order."""
-MixFn = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
-"""(features, labels, rng) → (inputs, targets) of a batch, e.g. mixup with soft targets."""
+__all__ = [
+    "Arrays",
+    "HeadData",
+    "HeadFit",
+    "HeadTrainConfig",
+    "evaluate_model",
+    "fit_head",
+    "predict_logits",
+    "run_seeds",
+    "seed_result",
+    "seeded_linear",
+    "select_epoch",
+    "top1",
+]
+
+Arrays = tuple[np.ndarray, np.ndarray]
+"""(features N×d, labels N) of one split."""
 
 
 @dataclass(frozen=True)
 class HeadTrainConfig:
-    """Optimisation of a head on cached features (SGD, cosine schedule)."""
+    """Optimisation of a head on cached features (the ``head`` config group): every
+    training-time method's head and every base/reference model train with it."""
 
     epochs: int = 30
     batch_size: int = 256
     lr: float = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    """sgd: SGD with ``momentum``; adam: Adam (``momentum`` unused). Both with
+    ``weight_decay`` and a cosine schedule to ``lr · min_lr_ratio``."""
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    select: str = "best_val"
+    min_lr_ratio: float = 0.0
+    """The cosine schedule anneals to ``lr · min_lr_ratio`` (0: to zero)."""
+    select: Literal["best_val", "last"] = "best_val"
     """best_val: keep the epoch with the best balanced-validation top-1; last: the last."""
 
     def __post_init__(self) -> None:
@@ -44,78 +67,124 @@ class HeadTrainConfig:
             raise ValueError("head training: epochs and batch_size must be >= 1 and lr > 0")
         if self.select not in ("best_val", "last"):
             raise ValueError(f"head training: select={self.select!r} must be 'best_val' or 'last'")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"head training: optimizer={self.optimizer!r} must be 'sgd' or 'adam'")
+        if not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("head training: need 0 <= min_lr_ratio <= 1, weight_decay >= 0 and "
+                             "0 <= momentum < 1")
 
 
 @dataclass
 class HeadFit:
     model: nn.Module
-    best_epoch: int  # 1-based
+    best_epoch: int
+    """1-based."""
     val_curve: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
 
 
-def ce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class HeadData:
+    """A trial's features as arrays, the training counts and each class's split."""
+
+    train: Arrays
+    val: Arrays | None
+    test: Arrays
+    counts: np.ndarray
+    split_of_class: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def d(self) -> int:
+        return int(self.train[0].shape[1])
+
+
+def _ce(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
     return F.cross_entropy(logits, targets, reduction="none")
+
+
+def _optimizer(params: list[nn.Parameter], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def select_epoch(val_curve: Sequence[float], num_epochs: int, first_epoch: int = 1) -> int:
+    """The 1-based epoch with the best validation top-1 among epochs >= ``first_epoch``
+    (strictly better wins, so ties keep the earlier); the last epoch without a curve."""
+    if not val_curve:
+        return num_epochs
+    start = min(first_epoch, len(val_curve)) - 1
+    window = list(val_curve[start:])
+    return start + int(np.argmax(window)) + 1  # argmax returns the first maximum
 
 
 def fit_head(
     model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray] | None,
+    train: Arrays,
+    val: Arrays | None,
     cfg: HeadTrainConfig,
     *,
     seed: int,
-    loss: LossFn = ce_loss,
-    sample_indices: SampleFn | None = None,
-    mix: MixFn | None = None,
+    plugins: Plugins | None = None,
 ) -> HeadFit:
     """Train ``model`` (features → logits) and return it at the selected epoch."""
     start = time.perf_counter()
+    plugins = plugins or Plugins()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = tensor_view(train[0])
-    y = torch.tensor(np.asarray(train[1]), dtype=torch.long)  # a copy: labels are small
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    labels = np.asarray(train[1])
+    y = torch.tensor(labels, dtype=torch.long)  # a copy: labels are small
+    params = [p for p in model.parameters() if p.requires_grad] + list(plugins.parameters)
+    opt = _optimizer(params, cfg)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
+                                                       eta_min=cfg.lr * cfg.min_lr_ratio)
+    loss_fn = plugins.loss or _ce
 
-    best_acc, best_epoch, best_state = -1.0, cfg.epochs, None
+    states: dict[int, dict[str, Any]] = {}
     curve: list[float] = []
+    best = -1.0
     for epoch in range(cfg.epochs):
-        order = sample_indices(epoch, rng) if sample_indices is not None else rng.permutation(len(y))
-        _train_epoch(model, opt, x, y, torch.as_tensor(order), cfg.batch_size, loss, mix, rng)
+        order = (plugins.sample_indices(labels, epoch, rng) if plugins.sample_indices is not None
+                 else rng.permutation(len(y)))
+        stats = _train_epoch(model, opt, x, y, torch.as_tensor(order), cfg.batch_size, loss_fn,
+                             plugins, epoch, rng)
         sched.step()
+        if plugins.on_epoch_end is not None:
+            plugins.on_epoch_end(epoch, model, stats)
         if val is not None and cfg.select == "best_val":
             acc = top1(model, val)
             curve.append(acc)
-            if acc > best_acc:  # strictly better: ties keep the earlier epoch
-                best_acc, best_epoch, best_state = acc, epoch + 1, copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if acc > best:  # keep only the state that can still be selected
+                best = acc
+                states = {epoch + 1: copy.deepcopy(model.state_dict())}
+    best_epoch = select_epoch(curve, cfg.epochs)
+    if best_epoch in states:
+        model.load_state_dict(states[best_epoch])
     return HeadFit(model, best_epoch, curve, time.perf_counter() - start)
 
 
-def _train_epoch(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    order: torch.Tensor,
-    batch_size: int,
-    loss: LossFn,
-    mix: MixFn | None,
-    rng: np.random.Generator,
-) -> None:
+def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 order: torch.Tensor, batch_size: int, loss_fn: Callable[..., torch.Tensor],
+                 plugins: Plugins, epoch: int, rng: np.random.Generator) -> dict[str, float]:
     model.train()
+    total, seen = 0.0, 0
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         inputs, targets = x[idx], y[idx]
-        if mix is not None:
-            inputs, targets = mix(inputs, targets, rng)
-        batch_loss = loss(model(inputs), targets).mean()
+        if plugins.mix is not None:
+            inputs, targets = plugins.mix(inputs, targets, epoch, rng)
+        batch_loss = loss_fn(model(inputs), targets, epoch).mean()
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         opt.step()
+        total += float(batch_loss.detach()) * len(idx)
+        seen += len(idx)
+    return {"train_loss": total / max(seen, 1)}
 
 
 @torch.no_grad()
@@ -125,6 +194,36 @@ def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 819
     return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
 
-def top1(model: nn.Module, split: tuple[np.ndarray, np.ndarray]) -> float:
+def top1(model: nn.Module, split: Arrays) -> float:
     pred = predict_logits(model, split[0]).argmax(1).numpy()
     return float((pred == np.asarray(split[1])).mean())
+
+
+def evaluate_model(model: nn.Module, split: Arrays, split_of_class: np.ndarray) -> dict[str, float]:
+    """Metrics of ``model`` (features → logits over the classes of ``split_of_class``)."""
+    return evaluate_logits(predict_logits(model, split[0]), split[1], split_of_class)
+
+
+def seed_result(seed: int, fit: HeadFit, data: HeadData,
+                records: dict[str, Any] | None = None) -> SeedResult:
+    """Test metrics (and validation ones, if any) of one seed's model at its selected epoch."""
+    test = evaluate_model(fit.model, data.test, data.split_of_class)
+    val = evaluate_model(fit.model, data.val, data.split_of_class) if data.val is not None else {}
+    return SeedResult(seed, fit.best_epoch, test, val, list(fit.val_curve), fit.train_seconds,
+                      dict(records or {}))
+
+
+def run_seeds(seeds: Sequence[int], data: HeadData,
+              train_one: Callable[[int], tuple[HeadFit, dict[str, Any]]]) -> list[SeedResult]:
+    """Train and evaluate each seed in turn; ``train_one(seed)`` → (fit, the seed's records)."""
+    results = []
+    for seed in seeds:
+        fit, records = train_one(seed)
+        results.append(seed_result(seed, fit, data, records))
+    return results
+
+
+def seeded_linear(d: int, num_classes: int, seed: int) -> nn.Linear:
+    """A linear head initialised from ``seed`` (the same weights for the same seed)."""
+    torch.manual_seed(seed)
+    return nn.Linear(d, num_classes)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explore.methods.alphanet import class_means
+from explore.methods.prototypes import class_means
 from explore.splits import SplitThresholds
 from explore.training.tensors import tensor_view
 

@@ -23,9 +23,18 @@ def feature_arrays(seed: int = 0, d: int = 16, counts=COUNTS, val_per_class: int
     return {"train": draw(counts), "val": draw([val_per_class] * C), "test": draw([test_per_class] * C)}
 
 
-def write_feature_dir(path: Path, seed: int = 0, classifier: bool = False, **kw) -> Path:
+def write_feature_dir(path: Path, seed: int = 0, classifier: bool = False, aux: bool = False,
+                      **kw) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     splits = feature_arrays(seed, **kw)
+    if aux:  # an auxiliary pool for neighbor silencing: aux.npz + aux_classes.txt
+        d = splits["train"][0].shape[1]
+        rng = np.random.default_rng(seed + 7)
+        y = np.concatenate([np.full(n, a) for a, n in enumerate(AUX_COUNTS)]).astype(np.int64)
+        centers = rng.normal(size=(len(AUX_NAMES), d))
+        np.savez(path / "aux.npz", features=(centers[y] + rng.normal(size=(len(y), d))).astype(np.float32),
+                 labels=y)
+        (path / "aux_classes.txt").write_text("".join(f"{n}\n" for n in AUX_NAMES))
     for name, (x, y) in splits.items():
         np.savez(path / f"{name}.npz", features=x, labels=y)
     C = int(splits["train"][1].max()) + 1
@@ -37,3 +46,25 @@ def write_feature_dir(path: Path, seed: int = 0, classifier: bool = False, **kw)
         np.savez(path / "classifier.npz", weight=means.astype(np.float32),
                  bias=(-0.5 * (means**2).sum(1) + np.log(counts / counts.sum())).astype(np.float32))
     return path
+
+
+CLASS_NAMES = ("cat", "dog", "horse", "sheep", "truck", "car", "lion", "wolf", "zebra")
+AUX_NAMES = ("tiger", "van", "fox", "bus", "pony")
+AUX_COUNTS = (80, 30, 60, 10, 45)  # tiger and fox exceed neighbor silencing's cap of 50
+
+
+def feature_set(with_aux: bool = True):
+    """The synthetic features as a FeatureSet with class names and, optionally, an
+    auxiliary pool (split ``aux``) for neighbor silencing."""
+    from explore.store import FeatureSet, FeatureSplit
+
+    arrays = feature_arrays(seed=0, d=16)
+    splits = {name: FeatureSplit(x, y) for name, (x, y) in arrays.items()}
+    meta: dict = {}
+    if with_aux:
+        rng = np.random.default_rng(5)
+        centers = rng.normal(size=(len(AUX_NAMES), 16))
+        y = np.concatenate([np.full(n, a) for a, n in enumerate(AUX_COUNTS)])
+        splits["aux"] = FeatureSplit((centers[y] + rng.normal(size=(len(y), 16))).astype(np.float32), y)
+        meta["aux_classes"] = list(AUX_NAMES)
+    return FeatureSet(splits, CLASS_NAMES, meta)

@@ -1,0 +1,199 @@
+"""LFM recipe: text-guided local feature mixup (maths: :mod:`explore.methods.lfm`;
+docs/methods.md#lfm).
+
+Head mode is the paper's stage 2 on cached features: a cosine classifier between the
+learned projection ``W_Iᵀ f`` and the fixed class text features, trained with mixup of
+text-guided pairs. Per batch: as many pairs as the batch has samples, drawn by local
+sampling (``sample_pairs``: i uniform, y_j ~ p(·|y_i) at temperature τ), one λ_x ~ Beta(a, a)
+per batch (or per sample), inputs mixed, labels shifted by α, soft-label cross-entropy on the
+cosine (optionally MMS) logits. Full mode runs the same plug-ins on images (stage 1), then
+stage 2 on the stage-1 backbone's features.
+
+``W_I`` (d_img × d_txt) starts at the identity when the dimensions match (the paper's
+stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ d_txt) or rows
+(d_img < d_txt): the closest a rectangular map gets to the identity.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explore.backbone.models import Preprocess, default_preprocess, load_batch
+from explore.data.types import ImageSplit
+from explore.methods.lfm import (
+    LFMParams,
+    cosine_logits,
+    mix,
+    mms_logits,
+    pair_probabilities,
+    sample_lambda,
+    sample_pairs,
+    soft_cross_entropy,
+    text_distance,
+)
+from explore.recipes._recipe import Recipe, RecipeError
+from explore.splits import SplitThresholds
+from explore.store import FeatureSet
+from explore.text_encoder import class_text_features
+from explore.training.full import FullPlan, FullSetup
+from explore.training.head import HeadFit, HeadTrainConfig, fit_head, run_seeds
+from explore.training.inputs import DataFacts, TrialInputs, head_data
+from explore.training.outcome import Fit, SeedResult
+from explore.training.plugins import Plugins
+
+__all__ = ["CosineTextHead", "LFMRecipe", "LFMTrialParams", "initial_projection", "lfm_plugins"]
+
+
+@dataclass(frozen=True)
+class LFMTrialParams(LFMParams):
+    """LFM's knobs (``alpha``, ``tau``, Beta, scale, MMS) and the no-mixup control."""
+
+    mixup: bool = True
+    """False: no pairs and no mixing, plain (hard-label) CE on the cosine logits — the
+    control that isolates what local feature mixup adds."""
+
+
+class CosineTextHead(nn.Module):
+    """Logits ``scale · cos(W_Iᵀ f, f_T,c)`` against fixed text features (rows by class)."""
+
+    def __init__(self, d_img: int, text_features: np.ndarray, scale: float, seed: int) -> None:
+        super().__init__()
+        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32)
+        self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
+        self.scale = float(scale)
+        self.projection = nn.Parameter(initial_projection(d_img, text.shape[1], seed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(x, self.projection, self.get_buffer("text"), self.scale)
+
+
+def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
+    """Identity when square; else seeded orthonormal columns/rows (see module docstring)."""
+    if d_img == d_txt:
+        return torch.eye(d_img)
+    g = torch.Generator().manual_seed(seed)
+    big, small = max(d_img, d_txt), min(d_img, d_txt)
+    q, _ = torch.linalg.qr(torch.randn(big, small, generator=g))  # big×small, orthonormal columns
+    return (q if d_img >= d_txt else q.T).contiguous()
+
+
+def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
+                fetch: Callable[[np.ndarray, torch.device], torch.Tensor]) -> Plugins:
+    """LFM's loss (soft-label CE, hard-label CE without mixup, or MMS) and its mixup.
+
+    ``fetch(indices, device)`` gives the training inputs of those samples (cached feature
+    rows in head mode, preprocessed images in full mode). Each batch is replaced by as
+    many freshly drawn text-guided pairs; the batch only sets their number.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    C = int(text.shape[0])
+    counts = np.bincount(labels, minlength=C)
+    counts_t = torch.as_tensor(counts, dtype=torch.float32)
+    probs = np.asarray(pair_probabilities(np.asarray(text, np.float64), params.tau))
+    D = torch.as_tensor(text_distance(text), dtype=torch.float32) if params.mms else None
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+        if D is not None:  # MMS on the (scaled) cosines: exactly the paper's with logit_scale 1
+            logits = mms_logits(logits, targets, D.to(logits.device), params.mms_margin,
+                                params.mms_temperature)
+        if targets.ndim == 2:
+            return soft_cross_entropy(logits.float(), targets.float())
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+
+    def mix_batch(x: torch.Tensor, y: torch.Tensor, epoch: int,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = sample_pairs(labels, counts, probs, len(x), rng)
+        lam = sample_lambda(params.beta_param, 1 if params.lambda_per_batch else len(x), rng)
+        lam_x: float | torch.Tensor = (float(lam[0]) if params.lambda_per_batch
+                                       else torch.from_numpy(lam).float())
+        y_i = torch.from_numpy(labels[i]).to(x.device)
+        y_j = torch.from_numpy(labels[j]).to(x.device)
+        return mix(fetch(i, x.device), fetch(j, x.device), y_i, y_j, lam_x,
+                   counts_t.to(x.device), params.alpha, C)
+
+    return Plugins(loss=loss, mix=mix_batch if params.mixup else None)
+
+
+def _feature_rows(features: np.ndarray) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
+    x = torch.from_numpy(np.require(features, np.float32, ["C", "W"]))  # store reads are read-only
+    return lambda idx, device: x[idx].to(device)
+
+
+def _image_rows(split: ImageSplit, preprocess: Preprocess,
+                ) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
+    return lambda idx, device: load_batch(split, idx, preprocess).to(device)
+
+
+def _stage1_plugins(train: ImageSplit, text: np.ndarray, params: LFMTrialParams,
+                    preprocess: Preprocess) -> Plugins:
+    return lfm_plugins(train.labels, text, params, _image_rows(train, preprocess))
+
+
+def _check_counts(counts: np.ndarray, params: LFMTrialParams) -> None:
+    if len(counts) < 2:
+        raise RecipeError("lfm needs at least 2 classes to pair")
+    if params.mixup and (counts == 0).any():
+        raise RecipeError(f"lfm: classes {np.flatnonzero(counts == 0).tolist()} have no "
+                          "training samples")
+
+
+def _fit(features: FeatureSet, thresholds: SplitThresholds, head: HeadTrainConfig,
+         params: LFMTrialParams, seeds: Sequence[int]) -> Fit:
+    inputs = TrialInputs(features, None, thresholds, head)
+    data = head_data(inputs)
+    _check_counts(data.counts, params)
+    text, encoder = class_text_features(features.classes, params.prompt)
+
+    def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+        model = CosineTextHead(data.d, text, params.logit_scale, seed)
+        plugins = lfm_plugins(data.train[1], text, params, _feature_rows(data.train[0]))
+        fit = fit_head(model, data.train, data.val, head, seed=seed, plugins=plugins)
+        return fit, plugins.records
+
+    resolved = {"text_encoder": encoder, "d_text": int(text.shape[1]),
+                "projection_init": "identity" if text.shape[1] == data.d else "orthonormal"}
+    return Fit(run_seeds(seeds, data, one), resolved)
+
+
+def _stage2(params: LFMTrialParams, thresholds: SplitThresholds, head: HeadTrainConfig,
+            features: FeatureSet, seed: int) -> SeedResult:
+    fit = _fit(features, thresholds, head, params, [seed])
+    result = fit.results[0]
+    result.records = {**fit.resolved, **result.records}
+    return result
+
+
+class LFMRecipe(Recipe[LFMTrialParams]):
+    name = "lfm"
+    params_type = LFMTrialParams
+    knobs = ("alpha", "tau")
+
+    def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
+        _check_counts(facts.counts, params)
+        from explore.text_encoder import require_text_encoder
+
+        try:
+            require_text_encoder("lfm")
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
+
+    def fit_head(self, inputs: TrialInputs, params: LFMTrialParams, seeds: Sequence[int]) -> Fit:
+        return _fit(inputs.features, inputs.thresholds, inputs.head, params, seeds)
+
+    def full_plan(self, params: LFMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        dataset = setup.dataset
+        _check_counts(dataset.class_counts(), params)
+        text, encoder = class_text_features(dataset.classes, params.prompt)
+        pre = default_preprocess(setup.backbone.arch, setup.in_channels)
+        plugins = functools.partial(_stage1_plugins, dataset.train, text, params, pre)
+        stage2 = functools.partial(_stage2, params, setup.thresholds, setup.head)
+        return FullPlan(dataset.train, dataset.num_classes, plugins, {"text_encoder": encoder},
+                        stage2)

@@ -1,0 +1,248 @@
+"""SWRM and DySWRM recipes (maths: :mod:`explore.methods.swrm`; docs/methods.md#swrm--dyswrm).
+
+SWRM: a classifier trained with the fixed SWR weights and SWM margins of eq. (4). The
+similarity coordinates are the 1-D t-SNE projection of the class prototypes, seeded with
+each repeat's seed (so the window order varies with the seed as between the paper's runs).
+The paper takes the prototypes from a CE-trained model; the cached features *are* the
+CE-trained backbone's, so the prototypes are the class means of the training features, in
+both modes.
+
+DySWRM: a learnable similarity vector ``s`` replaces the t-SNE coordinates; it is a
+plug-in parameter, optimised with the model, and every batch recomputes the windows,
+weights and margins from the standardised ``s``.
+
+Full mode follows LDAM-DRW's schedule, as the paper does: plain CE first, the method's
+loss from ``drw_start`` on. Head mode uses the method's loss from the first epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explore.methods.prototypes import class_means
+from explore.methods.swrm import (
+    DySWRMParams,
+    DySWRMSimilarity,
+    SWRMParams,
+    effective_perplexity,
+    initial_similarity,
+    swrm_loss,
+    swrm_terms,
+    tsne_coordinates,
+    tsne_learning_rate,
+)
+from explore.recipes._recipe import Recipe, RecipeError
+from explore.training.full import FullPlan, FullSetup, method_start
+from explore.training.head import HeadFit, fit_head, run_seeds, seeded_linear
+from explore.training.inputs import DataFacts, TrialInputs, head_data
+from explore.training.outcome import Fit
+from explore.training.plugins import Plugins
+
+__all__ = ["DRW_FRACTION", "DySWRMRecipe", "DySWRMTrialParams", "SWRMRecipe", "SWRMTrialParams",
+           "dyswrm_plugins", "swrm_plugins"]
+
+DRW_FRACTION = 0.8
+"""Default start of the deferred loss in full mode, as a fraction of the epochs (LDAM-DRW's
+epoch 160 of 200)."""
+
+
+@dataclass(frozen=True)
+class _Deferral:
+    drw_start: int | None = None
+    """Full mode: the 0-based epoch from which the method's loss replaces CE; None =
+    ``floor(DRW_FRACTION · epochs)``. 0 uses the method's loss throughout."""
+
+    def __post_init__(self) -> None:
+        if self.drw_start is not None and (isinstance(self.drw_start, bool)
+                                           or not isinstance(self.drw_start, int)
+                                           or self.drw_start < 0):
+            raise ValueError(f"drw_start must be an integer >= 0 or null, got {self.drw_start!r}")
+
+
+@dataclass(frozen=True)
+class SWRMTrialParams(SWRMParams, _Deferral):
+    """SWRM's knobs (``W``, ``beta``, t-SNE, ablation switches) and its full-mode deferral."""
+
+    def __post_init__(self) -> None:
+        SWRMParams.__post_init__(self)
+        _Deferral.__post_init__(self)
+
+
+@dataclass(frozen=True)
+class DySWRMTrialParams(DySWRMParams, _Deferral):
+    """DySWRM's knobs, the t-SNE settings of its warm start and its full-mode deferral."""
+
+    tsne_perplexity: float = 30.0
+    """Perplexity of the t-SNE warm start (``init="tsne"`` only); clamped to C − 1."""
+    tsne_learning_rate: float | None = None
+    """t-SNE learning rate of the warm start; None = ``tsne_learning_rate(C)``."""
+
+    def __post_init__(self) -> None:
+        DySWRMParams.__post_init__(self)
+        _Deferral.__post_init__(self)
+        if not self.tsne_perplexity > 0 or (self.tsne_learning_rate is not None
+                                            and not self.tsne_learning_rate > 0):
+            raise ValueError("tsne_perplexity and tsne_learning_rate must be > 0")
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
+                 start_epoch: int = 0) -> Plugins:
+    """Eq. (4) with the fixed weights and margins of ``coords`` from ``start_epoch`` on,
+    plain CE before it. Records the margins' mean and max."""
+    weights, margins = swrm_terms(np.asarray(counts, np.float64), np.asarray(coords), params)
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    m = torch.as_tensor(margins, dtype=torch.float32)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+        if epoch < start_epoch:
+            return _cross_entropy(logits, targets)
+        return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
+
+    records = {"margin_mean": float(margins.mean()), "margin_max": float(margins.max())}
+    return Plugins(loss=loss, records=records)
+
+
+def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMParams,
+                   start_epoch: int = 0, use_gpu: bool = False) -> Plugins:
+    """DySWRM: weights and margins recomputed every batch from the learnable similarity
+    vector (a plug-in parameter: optimised, all-reduced and checkpointed with the model).
+    With ``use_gpu`` the vector lives on this worker's GPU (NCCL all-reduces CUDA tensors)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+    similarity = DySWRMSimilarity(init_coords).to(device)
+    n = torch.as_tensor(np.asarray(counts), dtype=torch.float32, device=device)
+    records: dict[str, Any] = {}
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+        if epoch < start_epoch:
+            return _cross_entropy(logits, targets)
+        w, m = swrm_terms(n, similarity.standardised(), params)  # margins keep their gradient in s
+        return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
+
+    def on_epoch_end(epoch: int, model: torch.nn.Module, stats: dict[str, float]) -> None:
+        with torch.no_grad():
+            _, m = swrm_terms(n, similarity.standardised(), params)
+        records.update(margin_mean=float(m.mean()), margin_max=float(m.max()))
+
+    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(similarity.s,),
+                   records=records)
+
+
+def _check_window(W: int, facts: DataFacts) -> None:
+    if W > facts.num_classes:
+        raise RecipeError(f"W={W} must be <= the number of classes C={facts.num_classes}")
+
+
+def _tsne_settings(perplexity: float, learning_rate: float | None,
+                   num_classes: int) -> dict[str, float]:
+    lr = tsne_learning_rate(num_classes) if learning_rate is None else float(learning_rate)
+    return {"tsne_perplexity": effective_perplexity(perplexity, num_classes),
+            "tsne_learning_rate": lr}
+
+
+def _coordinates(prototypes: np.ndarray, tsne: dict[str, float], seed: int) -> np.ndarray:
+    return tsne_coordinates(prototypes, seed, tsne["tsne_perplexity"], tsne["tsne_learning_rate"])
+
+
+class SWRMRecipe(Recipe[SWRMTrialParams]):
+    name = "swrm"
+    params_type = SWRMTrialParams
+    knobs = ("W", "beta")
+
+    def limits(self, facts: DataFacts) -> dict[str, int]:
+        return {"W": facts.num_classes}
+
+    def check(self, params: SWRMTrialParams, facts: DataFacts) -> None:
+        _check_window(params.W, facts)
+
+    def fit_head(self, inputs: TrialInputs, params: SWRMTrialParams, seeds: Sequence[int]) -> Fit:
+        data = head_data(inputs)
+        tsne = _tsne_settings(params.tsne_perplexity, params.tsne_learning_rate, data.num_classes)
+        protos = class_means(data.train[0], data.train[1], data.num_classes)
+
+        def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+            plugins = swrm_plugins(data.counts, _coordinates(protos, tsne, seed), params)
+            head = seeded_linear(data.d, data.num_classes, seed)
+            fit = fit_head(head, data.train, data.val, inputs.head, seed=seed, plugins=plugins)
+            return fit, plugins.records
+
+        resolved = {**tsne, "prototypes": "class means of the training features"}
+        return Fit(run_seeds(seeds, data, one), resolved)
+
+    def full_plan(self, params: SWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,
+                                                   params.tsne_learning_rate)
+        plugins = functools.partial(swrm_plugins, counts, _coordinates(protos, tsne, seed),
+                                    params, start)
+        return FullPlan(setup.dataset.train, setup.dataset.num_classes, plugins,
+                        {**tsne, "drw_start": start})
+
+
+class DySWRMRecipe(Recipe[DySWRMTrialParams]):
+    name = "dyswrm"
+    params_type = DySWRMTrialParams
+    knobs = ("W", "beta")
+
+    def limits(self, facts: DataFacts) -> dict[str, int]:
+        return {"W": facts.num_classes}
+
+    def check(self, params: DySWRMTrialParams, facts: DataFacts) -> None:
+        _check_window(params.W, facts)
+
+    def _init(self, params: DySWRMTrialParams, protos: np.ndarray | None,
+              tsne: dict[str, float], num_classes: int, seed: int) -> np.ndarray:
+        coords = _coordinates(protos, tsne, seed) if protos is not None else None
+        return initial_similarity(num_classes, params.init, seed, coords)
+
+    def fit_head(self, inputs: TrialInputs, params: DySWRMTrialParams,
+                 seeds: Sequence[int]) -> Fit:
+        data = head_data(inputs)
+        tsne = _tsne_settings(params.tsne_perplexity, params.tsne_learning_rate, data.num_classes)
+        protos = (class_means(data.train[0], data.train[1], data.num_classes)
+                  if params.init == "tsne" else None)
+
+        def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+            init = self._init(params, protos, tsne, data.num_classes, seed)
+            plugins = dyswrm_plugins(data.counts, init, params)
+            head = seeded_linear(data.d, data.num_classes, seed)
+            fit = fit_head(head, data.train, data.val, inputs.head, seed=seed, plugins=plugins)
+            return fit, plugins.records
+
+        resolved: dict[str, Any] = {"init": params.init}
+        if params.init == "tsne":
+            resolved.update(tsne)
+        return Fit(run_seeds(seeds, data, one), resolved)
+
+    def full_plan(self, params: DySWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,
+                                                   params.tsne_learning_rate)
+        init = self._init(params, protos if params.init == "tsne" else None, tsne,
+                          setup.dataset.num_classes, seed)
+        plugins = functools.partial(dyswrm_plugins, counts, init, params, start,
+                                    setup.backbone.use_gpu)
+        return FullPlan(setup.dataset.train, setup.dataset.num_classes, plugins,
+                        {"init": params.init, "drw_start": start})
+
+
+def _full_inputs(params: SWRMTrialParams | DySWRMTrialParams, setup: FullSetup,
+                 perplexity: float, learning_rate: float | None,
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, float], int]:
+    """(training counts, CE-backbone prototypes, t-SNE settings, deferral start epoch)."""
+    L = setup.dataset.num_classes
+    if params.W > L:
+        raise RecipeError(f"W={params.W} must be <= the number of classes C={L}")
+    start = method_start(params.drw_start, DRW_FRACTION, setup.backbone.epochs)
+    train = setup.features.train
+    protos = class_means(train.features, train.labels, L)
+    return (setup.dataset.class_counts().astype(np.float64), protos,
+            _tsne_settings(perplexity, learning_rate, L), start)

@@ -1,0 +1,56 @@
+"""What a trial trains on: the cached features, the base model's logits (post-hoc
+methods), the split thresholds and the shared head-training settings; and the facts
+about the data that knob validation needs before any trial runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from explore.splits import SplitThresholds
+from explore.store import FeatureSet
+from explore.training.head import HeadData, HeadTrainConfig
+from explore.training.posthoc import PosthocInputs
+
+__all__ = ["DataFacts", "TrialInputs", "head_data"]
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What knob validation needs to know about the data."""
+
+    num_classes: int
+    counts: np.ndarray
+    thresholds: SplitThresholds
+    aux_classes: tuple[str, ...] = ()
+    """Classes of the auxiliary pool (the feature split ``aux``), if the data has one."""
+
+    @property
+    def num_base_classes(self) -> int:
+        return int((~self.thresholds.few_mask(self.counts)).sum())
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    features: FeatureSet
+    posthoc: PosthocInputs | None
+    thresholds: SplitThresholds
+    head: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    """How heads on these features train (the sweep's ``head`` group)."""
+
+
+def head_data(inputs: TrialInputs) -> HeadData:
+    """The trial's splits as arrays, with training counts and each class's split."""
+    fset = inputs.features
+    counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
+    val = None
+    if "val" in fset.splits and len(fset.val.labels):
+        val = (fset.val.features, fset.val.labels)
+    return HeadData(
+        train=(fset.train.features, fset.train.labels),
+        val=val,
+        test=(fset.test.features, fset.test.labels),
+        counts=counts,
+        split_of_class=inputs.thresholds.split_of_class(counts),
+    )

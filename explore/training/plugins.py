@@ -1,0 +1,55 @@
+"""The one way a method plugs into training: :class:`Plugins`.
+
+Both loops accept it — the head loop on cached features (:func:`explore.training.head.fit_head`)
+and the backbone loop on images (:func:`explore.backbone.loop.train_backbone`) — so a recipe
+writes each piece once and head mode and full mode run the same code. Every piece sees the
+epoch (0-based) and, where it draws, the seed's generator of that loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["EpochEndFn", "LossFn", "MixFn", "Plugins", "SampleFn"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+"""``loss(logits, targets, epoch)`` → per-sample losses (N,). ``targets`` are class indices,
+or N×C probabilities after a ``mix``."""
+SampleFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+"""``sample_indices(train_labels, epoch, rng)`` → the epoch's training indices (repeats
+allowed). The head loop trains on them in the order given; the backbone loop shuffles them
+and shards them over its ranks (every rank gets the same ``rng``)."""
+MixFn = Callable[[torch.Tensor, torch.Tensor, int, np.random.Generator],
+                 tuple[torch.Tensor, torch.Tensor]]
+"""``mix(x, y, epoch, rng)`` → ``(inputs, targets)`` of a batch (e.g. mixup, soft targets)."""
+EpochEndFn = Callable[[int, nn.Module, dict[str, float]], None]
+"""``on_epoch_end(epoch, model, stats)`` after each training epoch; ``stats`` holds what the
+loop measured (e.g. ``train_loss``). A plug-in may add entries (they reach the epoch's
+report)."""
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """What a method changes in a training loop. Every field is optional; the default is
+    plain cross-entropy on uniformly shuffled samples.
+
+    Plug-ins must be deterministic given the generator they are handed, so a resumed run
+    repeats what an uninterrupted one does.
+    """
+
+    loss: LossFn | None = None
+    sample_indices: SampleFn | None = None
+    mix: MixFn | None = None
+    on_epoch_end: EpochEndFn | None = None
+    parameters: Sequence[nn.Parameter] = field(default_factory=tuple)
+    """Extra trainable tensors the method owns (e.g. DySWRM's similarity vector), optimised
+    with the model and saved with its state."""
+    records: dict[str, Any] = field(default_factory=dict)
+    """Values the plug-ins measured while training (e.g. the last epoch's mean margin):
+    they end up in the seed's result row."""

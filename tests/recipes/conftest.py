@@ -1,0 +1,60 @@
+"""Fixtures of the recipe tests: small synthetic features with an auxiliary pool."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from explore.splits import SplitThresholds
+from explore.training.head import HeadTrainConfig
+from explore.training.inputs import TrialInputs
+from tests.support.synthetic import feature_set
+
+FAST = HeadTrainConfig(epochs=4, batch_size=64)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_torch_thread():
+    """Tiny heads: intra-op threads only add contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def inputs() -> TrialInputs:
+    return TrialInputs(feature_set(), None, SplitThresholds(), FAST)
+
+
+@pytest.fixture(scope="package")
+def neighbor_map(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("nmap") / "map.json"
+    path.write_text(json.dumps({"lion": ["tiger"], "wolf": ["fox"], "zebra": ["pony", "tiger"],
+                                "car": ["van", "bus"]}))
+    return str(path)
+
+
+class PluginSpy:
+    """Wraps a recipe module's ``fit_head`` to keep the plug-ins each seed trained with:
+    tests then check them against independent computations (the real loop still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module) -> None:
+        from explore.training import head
+
+        self.calls: list[dict] = []
+        real = head.fit_head
+
+        def spy(model, train, val, cfg, *, seed, plugins=None):
+            self.calls.append({"model": model, "train": train, "seed": seed, "plugins": plugins,
+                               "cfg": cfg})
+            return real(model, train, val, cfg, seed=seed, plugins=plugins)
+
+        monkeypatch.setattr(module, "fit_head", spy)
+
+
+@pytest.fixture()
+def spy_on(monkeypatch):
+    return lambda module: PluginSpy(monkeypatch, module)

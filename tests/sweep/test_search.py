@@ -1,0 +1,60 @@
+"""The search's decisions, driven directly (no Ray cluster, no training)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from explore.config import KnobSpace, load
+from explore.sweep import search
+
+
+def _searcher(overrides: list[str], storage=None):
+    cfg = load(["alphanet_k", *overrides])
+    s = search.searcher(cfg, cfg.space, "study", storage or optuna.storages.InMemoryStorage())
+    assert s.set_search_properties(None, None, search.param_space(cfg.space))
+    return s
+
+
+def _drive(s, n: int, value=lambda c: 0.5) -> list:
+    out = []
+    for i in range(n):
+        config = s.suggest(f"t{i}")
+        out.append(config)
+        if isinstance(config, dict):
+            s.on_trial_complete(f"t{i}", {"val_acc_overall": value(config)})
+    return out
+
+
+def test_a_finite_space_is_searched_without_repeats_then_finishes():
+    configs = _drive(_searcher(["space.k.high=4"]), 8)
+    proposed = [c for c in configs if isinstance(c, dict)]
+    assert len(proposed) == 6  # k ∈ {2,3,4} × two distances
+    assert len({tuple(sorted(c.items())) for c in proposed}) == 6
+    assert configs[6:] == ["FINISHED", "FINISHED"]
+
+
+def test_repeated_proposals_are_not_stored_as_separate_completed_trials():
+    storage = optuna.storages.InMemoryStorage()
+    s = _searcher(["space.k.high=3", "search.n_startup_trials=1"], storage)
+    _drive(s, 4, value=lambda c: 0.9 if c["k"] == 3 else 0.1)  # TPE wants k=3 again and again
+    study = optuna.load_study(study_name="study", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    keys = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(keys) == len(set(keys)) == 4
+    repeats = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert repeats and all(t.user_attrs.get("explore_repeat") for t in repeats)
+
+
+def test_the_seeded_sampler_proposes_the_same_trials():
+    a = _drive(_searcher(["space.k.high=5"]), 5)
+    b = _drive(_searcher(["space.k.high=5"]), 5)
+    assert a == b
+
+
+def test_grid_size_and_continuous_spaces():
+    assert search.grid_size({"k": KnobSpace("k", "int", low=2, high=4),
+                             "d": KnobSpace("d", "categorical", choices=("a", "b"))}) == 6
+    assert search.space_values({"a": KnobSpace("a", "float", low=0, high=1)}) is None
+    with pytest.raises(ValueError, match="grid"):
+        KnobSpace("a", "float", low=0, high=1).values()
