@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy per split on a class-balanced evaluation set.
 
 Per-split accuracy is sample-level over the evaluation samples whose *true* class
-is in the split; overall is the mean over all samples (METHODS.md).
+is in the split; overall is the mean over all samples (docs/methods.md#splits-and-metrics).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Many / medium / few class splits (METHODS.md, "Splits and metrics").
+"""Many / medium / few class splits (docs/methods.md#splits-and-metrics).
 
 A class is *many* when it has more than ``many_above`` training samples, *few* when
 it has fewer than ``few_below``, *medium* otherwise. *base* = many ∪ medium.

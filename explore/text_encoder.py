@@ -1,8 +1,8 @@
 """Text embeddings of class names, for LFM's text features and neighbour search.
 
-LFM (``papers/text-guided-mixup-lfm.txt``, §3) uses CLIP's frozen text encoder on the
+LFM ("Text-Guided Mixup Towards Long-Tailed Image Categorization", §3) uses CLIP's frozen text encoder on the
 prompts "a photo of a {class}". explore never downloads weights, so the encoder is
-chosen from what is on disk (METHODS.md, "Text encoders"):
+chosen from what is on disk (docs/methods.md#lfm-text-features):
 
 1. CLIP through ``open_clip`` — only if ``open_clip`` is importable *and* a local
    checkpoint is given (argument ``clip_checkpoint`` or ``$EXPLORE_CLIP_CHECKPOINT``;

@@ -101,7 +101,7 @@ def s3_bucket(s3_endpoint, request):
 def ray_cluster():
     """One real local Ray cluster for the whole session (dashboard on: Train's
     placement-group cleaner needs it). ``trial_driver`` is the custom resource that
-    Train-in-Tune trial drivers hold instead of a CPU (RAY_NOTES §3)."""
+    Train-in-Tune trial drivers hold instead of a CPU (docs/operations.md#the-trial_driver-resource)."""
     _require_loopback()
     import ray
 

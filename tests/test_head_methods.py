@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from explore.config import SPACES_DIR, list_spaces, load
-from explore.splits import SplitThresholds
-from explore.store import FeatureSet, FeatureSplit, FeatureStore
-from explore.training import lfm_fit
 from explore.training.bases import BASES, BaseSpec, balanced_softmax_loss, train_ce
-from explore.training.head import ce_loss, fit_head
 from explore.training.head_runs import head_data
 from explore.training.lfm_fit import CosineTextHead, class_text_features, train_lfm_seed
 from explore.training.ns_fit import TargetsAtTest, build_ns_problem, train_ns_seed
 from explore.training.registry import METHODS, DataFacts, TrialInputs, get_method
 from explore.training.swrm_fit import swrm_tsne_settings, train_dyswrm_seed, train_swrm_seed
+
+from explore.config import SPACES_DIR, list_spaces, load
+from explore.splits import SplitThresholds
+from explore.store import FeatureSet, FeatureSplit, FeatureStore
+from explore.training import lfm_fit
+from explore.training.head import ce_loss, fit_head
 from tests.support.synthetic import COUNTS, feature_arrays
 
 CLASSES = ("cat", "dog", "horse", "sheep", "truck", "car", "lion", "wolf", "zebra")

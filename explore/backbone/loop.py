@@ -219,7 +219,7 @@ def _make_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         "model": {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()},
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "scaler": scaler.state_dict(),
-        "hook_parameters": [p.detach().cpu().clone() for p in plugins.parameters],
+        "plugin_parameters": [p.detach().cpu().clone() for p in plugins.parameters],
         "plugin_records": copy.deepcopy(plugins.records),
         "epoch": epoch,
         "metrics": dict(metrics),
@@ -237,7 +237,7 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
     optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    saved = state.get("hook_parameters", [])
+    saved = state.get("plugin_parameters", [])
     if len(saved) != len(plugins.parameters):
         raise ValueError(
             f"start_state holds {len(saved)} plug-in parameters but the plug-ins have "
@@ -246,7 +246,7 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
     with torch.no_grad():
         for p, v in zip(plugins.parameters, saved, strict=True):
             p.copy_(v)
-    plugins.records.update(state.get("plugin_records", {}))
+    plugins.records.update(copy.deepcopy(state.get("plugin_records", {})))
     return int(state["epoch"]) + 1
 
 

@@ -18,7 +18,7 @@ path-based split (ImageNet-LT) only ships its path list, and every worker decode
 shard's files with ``decode`` — the files must then be readable from every node (shared
 filesystem, or a ``decode`` that reads from S3).
 
-Resources and the 2-CPU deadlock (RAY_NOTES §3): each worker asks for
+Resources and the 2-CPU deadlock (docs/operations.md#the-trial_driver-resource): each worker asks for
 ``resources_per_worker`` (Ray's default: 1 CPU, plus 1 GPU when ``cfg.use_gpu``). From a
 plain driver nothing else holds a CPU. Inside a Tune trial, the trial itself holds one CPU
 by default, so 1 + num_workers CPUs are needed; give the trial the custom ``trial_driver``

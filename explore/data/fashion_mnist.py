@@ -1,4 +1,4 @@
-"""Fashion-MNIST-LT: the bundled real dataset (METHODS.md, "Long-tail dataset construction").
+"""Fashion-MNIST-LT: the bundled real dataset (docs/methods.md#fashion-mnist-lt).
 
 Source: Xiao et al. 2017, 10 classes, 60 000 train / 10 000 test grayscale 28×28 images in
 IDX files. Debian ships them in the package ``dataset-fashion-mnist`` under

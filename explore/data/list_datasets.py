@@ -1,6 +1,6 @@
 """ImageNet-LT and Places-LT from their published split lists (Liu et al. 2019, "OLTR").
 
-The lists define the splits; explore never re-samples them (METHODS.md). Each list is a
+The lists define the splits; explore never re-samples them (docs/methods.md#published-split-lists). Each list is a
 text file, one image per line, ``relative/path/to/image.JPEG <label>``, named
 ``ImageNet_LT_{train,val,test}.txt`` or ``Places_LT_{train,val,test}.txt``; the paths are
 relative to the image root (the ImageNet / Places-365 images). Published sizes:

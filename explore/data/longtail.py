@@ -1,4 +1,4 @@
-"""Long-tail splits of a balanced image dataset (METHODS.md, "Long-tail dataset construction").
+"""Long-tail splits of a balanced image dataset (docs/methods.md#exponential-profile).
 
 The CIFAR-style exponential profile of Cao et al. (2019) / Cui et al. (2019) gives class
 ``c`` of ``C`` classes

@@ -1,6 +1,6 @@
 """Fashion-MNIST-LT-open: a long-tail target set plus an open-set auxiliary pool, from real images.
 
-The neighbor-silencing method (``papers/granularity-neighbor-silencing.txt``, §3.2) adds
+The neighbor-silencing method ("Granularity Matters in Long-Tail Learning", §3.2; docs/methods.md#fashion-mnist-lt-open) adds
 *auxiliary* classes that lie outside the target label space but look like target classes
 (the paper crawls them from the web). This dataset builds that setting honestly from
 Fashion-MNIST: three classes are held OUT of the target label space entirely and only their

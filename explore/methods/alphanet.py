@@ -1,7 +1,7 @@
 """AlphaNet: post-hoc rare-class classifier correction.
 
-Kishore & Koushik et al., "AlphaNet" ("AlphaNet: Improving Long-Tail Classification By Combining Classifiers", §3, App. A/B;
-reference code github.com/jayanthkoushik/alphanet). For each few class c with
+Chang, Koushik et al., "AlphaNet: Improving Long-Tail Classification By Combining
+Classifiers" (§3, App. A/B; reference code github.com/jayanthkoushik/alphanet). For each few class c with
 base-model classifier row w^c and its k nearest base classes' rows v_1..v_k
 (nearest first, by the distance between class-mean features):
 

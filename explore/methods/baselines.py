@@ -1,7 +1,7 @@
 """Decoupling baselines as pure pieces.
 
 Paper: Kang et al., "Decoupling Representation and Classifier for Long-Tailed
-Recognition", ICLR 2020 (summarised in METHODS.md, "Baselines"); balanced softmax from
+Recognition", ICLR 2020 (docs/methods.md#baselines); balanced softmax from
 Ren et al., NeurIPS 2020. Pieces:
 
 * cRT: re-train the linear classifier on frozen features with class-balanced sampling

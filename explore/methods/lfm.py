@@ -1,7 +1,7 @@
 """LFM: text-guided local feature mixup for long-tail classification.
 
 Paper: "Text-guided mixup towards long-tailed image categorization"
-(``papers/text-guided-mixup-lfm.txt``, §3 and supplementary Algorithms 1–3). Pieces:
+(§3 and supplementary Algorithms 1–3; docs/methods.md#lfm). Pieces:
 
 * Eq. (1)/(4), local class sampling: with L2-normalised text features ``f_T``::
 
@@ -19,10 +19,10 @@ Paper: "Text-guided mixup towards long-tailed image categorization"
   ``(z + 0.3·D[y, :]) / 0.01`` with ``D = 1 − text cosine similarity``
   (:func:`mms_logits`).
 
-Resolutions (METHODS.md and ours):
+Resolutions (docs/methods.md#lfm):
 
 * The paper's printed denominator of p(j|i) includes k = i; we exclude it so every
-  row sums to one (METHODS.md).
+  row sums to one (docs/methods.md#lfm-pair-sampling).
 * Text features are L2-normalised inside every function that uses them, so callers
   may pass raw encoder output.
 * ``λ_x ~ Beta(0.5, 0.5)`` in the paper; the reference code draws Beta(0.2, 0.2), one

@@ -1,7 +1,7 @@
 """Neighbor-silencing loss with auxiliary open-set classes.
 
-Paper: "Granularity matters in long-tail learning" (``papers/granularity-neighbor-
-silencing.txt``, §3.2 and §4.1 / Appendix B). The label space holds L target classes
+Paper: "Granularity Matters in Long-Tail Learning" (§3.2, §4.2 and Appendix B;
+docs/methods.md#neighbor-silencing). The label space holds L target classes
 followed by K auxiliary classes (indices L..L+K−1); each auxiliary class was found
 from one or more target classes, its *neighbours*. Eq. (4), the BalCE form::
 
@@ -11,7 +11,7 @@ from one or more target classes, its *neighbours*. Eq. (4), the BalCE form::
 With λ_s = 1 it is plain balanced softmax CE. At test time the auxiliary rows are
 dropped and prediction is among the L targets (:func:`drop_aux_logits`).
 
-Resolutions (METHODS.md and ours):
+Resolutions (docs/methods.md#neighbor-silencing):
 
 * Neighbours are target–auxiliary pairs only: two auxiliary classes found from the
   same target are *not* neighbours of each other (the paper's neighbour relation is

@@ -1,7 +1,7 @@
 """SWRM / DySWRM: similarity window reweighting and margins.
 
 Paper: "SWRM: Similarity Window Reweighting and Margins for Long-Tailed Recognition"
-(``papers/swrm.txt``, §3). Equations implemented, with C classes, ``n_c`` training
+(§3; docs/methods.md#swrm--dyswrm). Equations implemented, with C classes, ``n_c`` training
 samples of class c and a 1-D similarity coordinate ``s_c`` per class:
 
 * Eq. (2), window reweighting (SWR)::
@@ -16,7 +16,7 @@ samples of class c and a 1-D similarity coordinate ``s_c`` per class:
 
       L = w_y · log(1 + Σ_{j ≠ y} exp(z_j − z_y − m_y))
 
-Resolutions from METHODS.md (the paper leaves these open):
+Resolutions (docs/methods.md#swrm--dyswrm; the paper leaves these open):
 
 * **Window.** Sort classes by their coordinate (ascending; ties keep class-index
   order). The window of class c is the W consecutive classes around c in that order,

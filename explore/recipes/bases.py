@@ -2,7 +2,7 @@
 
 Every base is a ``LinearClassifier`` (W, b), so any of them can be AlphaNet's base
 (``base=lws``) and every sweep can report it as the reference row. The decoupling
-baselines (Kang et al. 2020; METHODS.md "Baselines") and balanced softmax (Ren et
+baselines (Kang et al. 2020; docs/methods.md#baselines) and balanced softmax (Ren et
 al. 2020):
 
 * ``ce``: the linear classifier trained with plain instance sampling.

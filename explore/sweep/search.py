@@ -114,7 +114,7 @@ class ExploreOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """After a hard kill the pickled searcher can be older than the persisted study,
-        so a replayed result may hit a finished trial (RAY_NOTES §8): skip it — the
+        so a replayed result may hit a finished trial (docs/operations.md#restoring-after-sigkill): skip it — the
         completion is recorded either way."""
         try:
             super().on_trial_result(trial_id, result)

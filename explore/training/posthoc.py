@@ -1,7 +1,7 @@
 """What every post-hoc method needs from a base model, computed once.
 
 The base model's bias-free logits ``Z = F Wᵀ`` for each split are the expensive
-part (N×d×C); AlphaNet only ever recombines their columns (METHODS.md), so they are
+part (N×d×C); AlphaNet only ever recombines their columns (docs/methods.md#alphanet-logit-reuse), so they are
 built once per (features, base model) and reused by every epoch, seed and trial
 that runs in the same worker process.
 """

@@ -206,7 +206,8 @@ def test_corrupt_shards_are_detected_and_rebuilt_once(tmp_path):
         store.read(key)
 
     calls: list[int] = []
-    build = lambda: calls.append(1) or make_set()
+    def build():
+        return calls.append(1) or make_set()
     assert_same(store.get_or_build(key, build), make_set())
     assert_same(store.get_or_build(key, build), make_set())
     assert calls == [1]

@@ -66,7 +66,8 @@ def own_s3(monkeypatch, s3_endpoint):
 
 def _feature_set(rows: int = 60_000, d: int = 64) -> FeatureSet:
     rng = np.random.default_rng(0)
-    split = lambda n: FeatureSplit(rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, 5, n))
+    def split(n):
+        return FeatureSplit(rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, 5, n))
     return FeatureSet({"train": split(rows), "val": split(500), "test": split(500)}, tuple("abcde"))
 
 
