@@ -29,7 +29,7 @@ from explore.store import (
     FeatureStore,
     feature_key,
 )
-from explore.training.inputs import DataFacts
+from explore.training.inputs import DataFacts, TrialInputs
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import LinearClassifier
 
@@ -52,8 +52,8 @@ class Reference:
     name: str
     """The base model's name (``crt``, ``ce``, ``given``, ...)."""
     results: list[SeedResult]
-    keys: list[str]
-    """The base model's cache key per seed."""
+    keys: list[str | None]
+    """The base model's cache key per seed (None: trained by the recipe, not cached)."""
     deterministic: bool
     """The same model on every seed (a given classifier, or the one base a post-hoc
     method corrects)."""
@@ -86,16 +86,26 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
     if recipe.posthoc:
         name, key, classifier = _base_model(cfg, store, fset, fkey, given, cfg.seed)
         one = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
-        results = [dataclasses.replace(one, seed=s) for s in cfg.seeds]
-        reference = Reference(name, results, [key] * len(results), deterministic=True)
+        same = [dataclasses.replace(one, seed=s) for s in cfg.seeds]
+        reference = Reference(name, same, [key] * len(same), deterministic=True)
         return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, key)
-    results, keys = [], []
+    if recipe.reference_name is not None:  # the method's own reference, on the same seeds
+        log.info("reference: training %s on cached features, %d seeds", recipe.reference_name,
+                 len(cfg.seeds))
+        params = recipe.reference_params(recipe.params(cfg.method_settings))
+        fit = recipe.fit_head(TrialInputs(fset, None, cfg.splits, cfg.head), params, cfg.seeds)
+        reference = Reference(recipe.reference_name, fit.results, [None] * len(fit.results),
+                              deterministic=False)
+        return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
+    results: list[SeedResult] = []
+    keys: list[str | None] = []
     for seed in cfg.seeds:  # a given classifier is not a training-time method's reference
         name, key, classifier = _base_model(cfg, store, fset, fkey, None, seed)
         results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
         keys.append(key)
     reference = Reference(name, results, keys, deterministic=False)
     return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
+
 
 
 def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:

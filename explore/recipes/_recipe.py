@@ -51,6 +51,15 @@ class Recipe(Generic[P]):
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{self.name}: {exc}") from None
 
+    reference_name: ClassVar[str | None] = None
+    """Set when the method defines its own reference (e.g. LFM: the same cosine classifier
+    trained with plain CE): its rows are then trained by :meth:`reference_params` on the
+    sweep's seeds, instead of by the ``base`` group's model."""
+
+    def reference_params(self, params: P) -> P:
+        """The params of this method's own reference (see :attr:`reference_name`)."""
+        raise NotImplementedError
+
     def limits(self, facts: DataFacts) -> dict[str, int]:
         """Data-dependent upper limits of integer knobs; sweep ranges are capped to them."""
         return {}

@@ -16,6 +16,7 @@ stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,11 @@ class LFMRecipe(Recipe[LFMTrialParams]):
     name = "lfm"
     params_type = LFMTrialParams
     knobs = ("alpha", "tau")
+    reference_name = "cosine_ce"
+    """The paper's control: the same cosine classifier, plain CE, no mixup."""
+
+    def reference_params(self, params: LFMTrialParams) -> LFMTrialParams:
+        return dataclasses.replace(params, mixup=False)
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
         _check_counts(facts.counts, params)
