@@ -65,10 +65,13 @@ class LFMParams:
     """λ_x ~ Beta(a, a). Paper 0.5; the reference code now uses 0.2."""
     lambda_per_batch: bool = True
     """One λ_x per batch (reference code) rather than one per sample."""
-    logit_scale: float = 1.0
-    """Scale of the cosine logits (the reference code uses raw cosines: 1)."""
+    logit_scale: float = 30.0
+    """Scale of the cosine logits. The reference code uses raw cosines (1), which works
+    only with CLIP's aligned features; on other backbones' features scale-1 logits cannot
+    separate many classes (docs/methods.md#lfm-logit-scale). Unused with MMS."""
     mms: bool = False
-    """Use the MMS logits ``(z + margin·D[y, :]) / temperature`` (the paper's best)."""
+    """Use the MMS loss on the raw cosines, ``CE((z + margin·D[y, :]) / temperature, y)``
+    (the paper's best variant; :func:`mms_loss`)."""
     mms_margin: float = 0.3
     """MMS margin factor on the text distance D."""
     mms_temperature: float = 0.01
@@ -335,3 +338,32 @@ def mms_logits(
     else:
         raise ValueError(f"targets must be (N,) indices or N×C soft targets, got {tuple(y.shape)}")
     return _like((z + margin * rows) / temperature, cos)  # type: ignore[return-value]
+
+
+def mms_loss(
+    cos: torch.Tensor,
+    targets: torch.Tensor,
+    text_distance: torch.Tensor,
+    margin: float = 0.3,
+    temperature: float = 0.01,
+) -> torch.Tensor:
+    """Per-sample MMS loss on raw cosines, as the reference computes it with mixed labels.
+
+    Hard targets (N,): ``CE((z + margin·D[y, :]) / temperature, y)``. Soft targets N×C
+    (a mix of two labels): ``Σ_k t_k · CE((z + margin·D[k, :]) / temperature, k)`` over
+    the classes with ``t_k > 0`` — each label of the mix gets its own margin row, unlike
+    :func:`mms_logits`' blended row.
+    """
+    z = cos.to(torch.float32) if not cos.is_floating_point() else cos
+    D = text_distance.to(z.dtype)
+    if targets.ndim == 1:
+        logits = (z + margin * D[targets.long()]) / temperature
+        return torch.nn.functional.cross_entropy(logits, targets.long(), reduction="none")
+    t = targets.to(z.dtype)
+    if t.shape != z.shape:
+        raise ValueError(f"soft targets must be N×C like the cosines, got {tuple(t.shape)}")
+    # A mix holds at most two labels: the two largest target weights of each row.
+    weights, labels = t.topk(min(2, t.shape[1]), dim=1)  # (N, 2)
+    logits = (z[:, None, :] + margin * D[labels]) / temperature  # (N, 2, C)
+    ce = torch.logsumexp(logits, dim=2) - logits.gather(2, labels[..., None]).squeeze(2)
+    return (weights * ce).sum(dim=1)

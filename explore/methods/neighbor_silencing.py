@@ -21,8 +21,10 @@ Resolutions (docs/methods.md#neighbor-silencing):
   labelled auxiliary feature pool and either a given neighbour map or neighbours found
   by cosine similarity of text embeddings or class prototypes (:func:`find_neighbors`).
 * Auxiliary classes per target in the ratio head : medium : tail =
-  1 : ⌈N_h/N_m⌉ : ⌈N_h/N_t⌉ (N = total training samples of the split), scaled by a base
+  1 : ⌈N_h/N_m⌉ : ⌈N_h/N_t⌉, scaled by a base
   count (:func:`aux_per_target_counts`); head/medium/tail are explore's many/medium/few.
+  The paper's text says N is a split's total of samples, but its stated default ratio
+  (1:1:3 on ImageNet-LT) is what class counts give; N = classes by default (``ratio_by``).
 * At most 50 samples per auxiliary class per epoch, redrawn every epoch
   (:func:`sample_aux_indices`).
 
@@ -63,6 +65,10 @@ class NSParams:
     neighbor_source: str = "text"
     """How neighbours are found when no map is given: "text" (cosine similarity of
     class-name text embeddings) or "prototype" (of class-mean features)."""
+    ratio_by: str = "classes"
+    """What N_h, N_m, N_t of the head : medium : tail ratio count: "classes" per split
+    (our resolution: it gives the paper's stated 1:1:3 on ImageNet-LT) or "samples" (the
+    paper's text: the split's training samples)."""
 
     def __post_init__(self) -> None:
         _check_lambda_s(self.lambda_s)
@@ -74,6 +80,8 @@ class NSParams:
             raise ValueError(
                 f"max_aux_per_target must be >= 0 or None, got {self.max_aux_per_target}"
             )
+        if self.ratio_by not in ("classes", "samples"):
+            raise ValueError(f"ratio_by must be 'classes' or 'samples', got {self.ratio_by!r}")
         if self.neighbor_source not in ("text", "prototype"):
             raise ValueError(
                 f"neighbor_source must be 'text' or 'prototype', got {self.neighbor_source!r}"
@@ -210,7 +218,8 @@ def aux_per_target_counts(
     """Auxiliary classes per target: ``base_count`` times 1 / ⌈N_h/N_m⌉ / ⌈N_h/N_t⌉.
 
     ``split_of_target``: each target's split, "many" (head), "medium" or "few" (tail);
-    ``N_*``: total training samples of each split. Optionally capped at
+    ``N_*``: the size of each split — its number of classes (the default resolution) or
+    its total training samples (the paper's text); the caller decides. Optionally capped at
     ``max_per_target``. Returns an int64 array, one entry per target.
     """
     if base_count < 0:

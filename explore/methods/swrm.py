@@ -31,12 +31,14 @@ Resolutions (docs/methods.md#swrm--dyswrm; the paper leaves these open):
 * **Coordinates (SWRM).** Class prototypes (mean features under a CE-trained model)
   projected to one dimension with t-SNE (:func:`tsne_coordinates`).
 * **DySWRM.** A learnable vector ``s ∈ R^C`` replaces the t-SNE coordinates
-  (:class:`DySWRMSimilarity`). A wider spread of ``s`` gives larger margins, and
-  since the margin is added to the target logit that only lowers the loss; the paper
-  gives no constraint, so ``s`` is standardised before every use. Window membership
-  comes from the current order of ``s`` (a sort: no gradient); margins are
-  differentiable w.r.t. ``s``. Weights depend on ``s`` only through window
-  membership, so they carry no gradient.
+  (:class:`DySWRMSimilarity`), standardised before every use. Window membership comes
+  from the current order of ``s``. Trained through eq. (4) (the literal reading), the
+  loss's gradient with respect to every margin is negative, so ``s`` only spreads out to
+  inflate the margins. Our resolution (``s_objective="confusion"``): weights and margins
+  use ``s`` detached, and ``s`` minimises :func:`similarity_objective` on
+  :func:`confusion_update`'s affinity of the current model's confusions.
+* **Ablations.** ``components`` (swrm, swr, swm; the paper's Table 5) and
+  ``margin_sign`` (paper: +m on the target logit; ldam: −m), see :func:`swrm_terms`.
 * **t-SNE learning rate.** sklearn's default is far too large for a few dozen points
   in one dimension; see :func:`tsne_learning_rate`.
 
@@ -66,9 +68,13 @@ log = logging.getLogger(__name__)
 _STD_EPS = 1e-12
 
 
+Components = Literal["swrm", "swr", "swm", "none"]
+MarginSign = Literal["paper", "ldam"]
+
+
 @dataclass(frozen=True)
-class SWRMParams:
-    """Knobs of SWRM (t-SNE similarity coordinates, fixed weights and margins)."""
+class WindowParams:
+    """What SWRM and DySWRM share: the window, the margin sensitivity and the ablations."""
 
     W: int = 15
     """Window size: classes (c included) whose counts and similarity shape w_c, m_c.
@@ -77,20 +83,34 @@ class SWRMParams:
     beta: float = 1.0
     """Sensitivity of the margin to similarity (eq. 3); 0 turns margins off. Paper: 1
     (CIFAR-100-LT), 10 (ImageNet-LT, Places-LT); sweep 0..10."""
+    components: Components = "swrm"
+    """The paper's Table 5 ablation: swrm (weights and margins), swr (weights only, every
+    margin 0), swm (margins only, every weight 1); none (both off: plain CE, a control)."""
+    margin_sign: MarginSign = "paper"
+    """paper: the margin is added to the target logit (eq. 4 as printed); ldam: subtracted,
+    as LDAM does."""
+
+    def __post_init__(self) -> None:
+        _check_W(self.W)
+        _check_beta(self.beta)
+        if self.components not in ("swrm", "swr", "swm", "none"):
+            raise ValueError(f"components must be swrm, swr, swm or none, got {self.components!r}")
+        if self.margin_sign not in ("paper", "ldam"):
+            raise ValueError(f"margin_sign must be 'paper' or 'ldam', got {self.margin_sign!r}")
+
+
+@dataclass(frozen=True)
+class SWRMParams(WindowParams):
+    """Knobs of SWRM (t-SNE similarity coordinates, fixed weights and margins)."""
+
     tsne_perplexity: float = 30.0
     """t-SNE perplexity for the 1-D projection of the C prototypes; clamped to C − 1
     when C is small (sklearn needs perplexity < number of points)."""
     tsne_learning_rate: float | None = None
     """t-SNE learning rate; None = :func:`tsne_learning_rate` (C/8, capped at 50)."""
-    reweight: bool = True
-    """Use the SWR weights w_c; False sets every weight to 1 (the paper's SWM-only
-    ablation, Table 5)."""
-    margin: bool = True
-    """Use the SWM margins m_c; False sets every margin to 0 (SWR-only ablation)."""
 
     def __post_init__(self) -> None:
-        _check_W(self.W)
-        _check_beta(self.beta)
+        WindowParams.__post_init__(self)
         if not self.tsne_perplexity > 0:
             raise ValueError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
         if self.tsne_learning_rate is not None and not self.tsne_learning_rate > 0:
@@ -100,27 +120,33 @@ class SWRMParams:
 
 
 @dataclass(frozen=True)
-class DySWRMParams:
+class DySWRMParams(WindowParams):
     """Knobs of DySWRM (a learnable similarity vector instead of t-SNE coordinates)."""
 
-    W: int = 15
-    """Window size, as in :class:`SWRMParams`."""
-    beta: float = 1.0
-    """Margin sensitivity, as in :class:`SWRMParams`."""
     init: Literal["random", "tsne"] = "random"
     """Initial similarity vector. "random": seeded standard normal draws (the paper's
     point is to avoid pretraining a CE model, and it does not state an init);
     "tsne": the SWRM t-SNE coordinates of CE prototypes (a warm start)."""
-    reweight: bool = True
-    """Use the SWR weights; False sets every weight to 1."""
-    margin: bool = True
-    """Use the SWM margins; False sets every margin to 0."""
+    s_objective: Literal["confusion", "loss"] = "confusion"
+    """What trains ``s``. confusion (our resolution): weights and margins use ``s``
+    detached, and ``s`` minimises :func:`similarity_objective` on the EMA of the model's
+    confusions after every epoch. loss (the literal reading): ``s`` is trained through
+    eq. (4) with the model — its margins only ever grow (docs/methods.md#dyswrm)."""
+    s_steps: int = 20
+    """confusion: Adam steps on ``s`` after each epoch."""
+    s_lr: float = 0.05
+    """confusion: learning rate of those steps."""
+    confusion_momentum: float = 0.9
+    """confusion: EMA momentum (per epoch) of the per-class mean softmax."""
 
     def __post_init__(self) -> None:
-        _check_W(self.W)
-        _check_beta(self.beta)
+        WindowParams.__post_init__(self)
         if self.init not in ("random", "tsne"):
             raise ValueError(f"init must be 'random' or 'tsne', got {self.init!r}")
+        if self.s_objective not in ("confusion", "loss"):
+            raise ValueError(f"s_objective must be 'confusion' or 'loss', got {self.s_objective!r}")
+        if self.s_steps < 0 or not self.s_lr > 0 or not 0 <= self.confusion_momentum < 1:
+            raise ValueError("need s_steps >= 0, s_lr > 0 and 0 <= confusion_momentum < 1")
 
 
 def _check_W(W: int) -> None:
@@ -212,16 +238,40 @@ def window_weights_and_margins(
 
 
 def swrm_terms(
-    counts: ArrayT, coords: ArrayT, params: SWRMParams | DySWRMParams
+    counts: ArrayT, coords: ArrayT, params: WindowParams
 ) -> tuple[ArrayT, ArrayT]:
-    """:func:`window_weights_and_margins` with the params' ablation switches applied:
-    weights 1 when ``reweight`` is off (SWM only), margins 0 when ``margin`` is off."""
+    """:func:`window_weights_and_margins` with the params' ablations applied: weights 1
+    without SWR (swm, none), margins 0 without SWM (swr, none), and margins negated with
+    ``margin_sign="ldam"`` (then eq. (4) subtracts them from the target logit, as LDAM)."""
     weights, margins = window_weights_and_margins(counts, coords, params.W, params.beta)
-    if not params.reweight:
+    if params.components in ("swm", "none"):
         weights = weights * 0 + 1
-    if not params.margin:
+    if params.components in ("swr", "none"):
         margins = margins * 0
+    if params.margin_sign == "ldam":
+        margins = -margins
     return weights, margins
+
+
+def confusion_update(previous: torch.Tensor | None, mean_softmax: torch.Tensor,
+                     momentum: float) -> torch.Tensor:
+    """DySWRM's affinity ``A``: the exponential moving average (per epoch) of the
+    symmetrised per-class mean softmax ``P`` (row i: class i's samples' mean predicted
+    probability of each class j) with the diagonal zeroed. The first epoch's ``P`` starts
+    the average."""
+    P = mean_softmax.detach().clone()
+    P.fill_diagonal_(0.0)
+    current = 0.5 * (P + P.T)
+    if previous is None:
+        return current
+    return momentum * previous + (1.0 - momentum) * current
+
+
+def similarity_objective(s: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+    """``L_s = Σ_{i,j} A_ij (ŝ_i − ŝ_j)²`` over the standardised ``ŝ``: classes the model
+    confuses are pulled together; standardising keeps ``ŝ`` from collapsing to a point."""
+    z = _standardise(s)
+    return (affinity * (z[:, None] - z[None, :]) ** 2).sum()
 
 
 def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT) -> ArrayT:

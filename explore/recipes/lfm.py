@@ -33,7 +33,7 @@ from explore.methods.lfm import (
     LFMParams,
     cosine_logits,
     mix,
-    mms_logits,
+    mms_loss,
     pair_probabilities,
     sample_lambda,
     sample_pairs,
@@ -102,9 +102,9 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
     D = torch.as_tensor(text_distance(text), dtype=torch.float32) if params.mms else None
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        if D is not None:  # MMS on the (scaled) cosines: exactly the paper's with logit_scale 1
-            logits = mms_logits(logits, targets, D.to(logits.device), params.mms_margin,
-                                params.mms_temperature)
+        if D is not None:  # the head gives raw cosines with MMS (see _head)
+            return mms_loss(logits.float(), targets, D.to(logits.device), params.mms_margin,
+                            params.mms_temperature)
         if targets.ndim == 2:
             return soft_cross_entropy(logits.float(), targets.float())
         return F.cross_entropy(logits.float(), targets, reduction="none")
@@ -121,6 +121,11 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
                    counts_t.to(x.device), params.alpha, C)
 
     return Plugins(loss=loss, mix=mix_batch if params.mixup else None)
+
+
+def _scale(params: LFMTrialParams) -> float:
+    """MMS divides raw cosines by its temperature (its own scale); else ``logit_scale``."""
+    return 1.0 if params.mms else params.logit_scale
 
 
 def _feature_rows(features: np.ndarray) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
@@ -154,12 +159,13 @@ def _fit(features: FeatureSet, thresholds: SplitThresholds, head: HeadTrainConfi
     text, encoder = class_text_features(features.classes, params.prompt)
 
     def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
-        model = CosineTextHead(data.d, text, params.logit_scale, seed)
+        model = CosineTextHead(data.d, text, _scale(params), seed)
         plugins = lfm_plugins(data.train[1], text, params, _feature_rows(data.train[0]))
         fit = fit_head(model, data.train, data.val, head, seed=seed, plugins=plugins)
         return fit, plugins.records
 
     resolved = {"text_encoder": encoder, "d_text": int(text.shape[1]),
+                "logit_scale_used": _scale(params),
                 "projection_init": "identity" if text.shape[1] == data.d else "orthonormal"}
     return Fit(run_seeds(seeds, data, one), resolved)
 

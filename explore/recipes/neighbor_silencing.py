@@ -176,7 +176,9 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
 
     aux_x, aux_y, aux_names = aux
     present = np.flatnonzero(np.bincount(aux_y, minlength=len(aux_names)) > 0)
-    totals = {s: int(data.counts[data.split_of_class == s.value].sum()) for s in Split}
+    in_split = {s: data.split_of_class == s.value for s in Split}
+    totals = ({s: int(mask.sum()) for s, mask in in_split.items()} if params.ratio_by == "classes"
+              else {s: int(data.counts[mask].sum()) for s, mask in in_split.items()})
     per_target = aux_per_target_counts(list(data.split_of_class), totals[Split.MANY],
                                        totals[Split.MEDIUM], totals[Split.FEW],
                                        params.aux_base_count, params.max_aux_per_target)
@@ -218,6 +220,7 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
     y = np.concatenate([np.asarray(data.train[1], np.int64), relabel[aux_y[keep]]])
     counts = np.concatenate([data.counts, np.minimum(aux_counts[pool_ids], params.aux_per_class_cap)])
     resolved = {"neighbor_source": source, "aux_classes": [aux_names[a] for a in pool_ids],
+                "aux_per_target": [len(n) for n in neighbors],
                 "aux_parents": [[targets[t] for t in p] for p in parents]}
     return NSProblem(x, y, L, counts, neighbor_matrix(L, parents),
                      tuple(aux_names[a] for a in pool_ids), resolved)

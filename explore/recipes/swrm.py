@@ -7,9 +7,9 @@ The paper takes the prototypes from a CE-trained model; the cached features *are
 CE-trained backbone's, so the prototypes are the class means of the training features, in
 both modes.
 
-DySWRM: a learnable similarity vector ``s`` replaces the t-SNE coordinates; it is a
-plug-in parameter, optimised with the model, and every batch recomputes the windows,
-weights and margins from the standardised ``s``.
+DySWRM: a learnable similarity vector ``s`` replaces the t-SNE coordinates; every batch
+recomputes the windows, weights and margins from the standardised ``s``, which learns from
+the model's confusions after every epoch (or, ``s_objective="loss"``, through eq. (4)).
 
 Full mode follows LDAM-DRW's schedule, as the paper does: plain CE first, the method's
 loss from ``drw_start`` on. Head mode uses the method's loss from the first epoch.
@@ -31,8 +31,10 @@ from explore.methods.swrm import (
     DySWRMParams,
     DySWRMSimilarity,
     SWRMParams,
+    confusion_update,
     effective_perplexity,
     initial_similarity,
+    similarity_objective,
     swrm_loss,
     swrm_terms,
     tsne_coordinates,
@@ -48,9 +50,9 @@ from explore.training.plugins import Plugins
 __all__ = ["DRW_FRACTION", "DySWRMRecipe", "DySWRMTrialParams", "SWRMRecipe", "SWRMTrialParams",
            "dyswrm_plugins", "swrm_plugins"]
 
-DRW_FRACTION = 0.8
-"""Default start of the deferred loss in full mode, as a fraction of the epochs (LDAM-DRW's
-epoch 160 of 200)."""
+DRW_FRACTION = 0.7
+"""Default start of the deferred loss in full mode, as a fraction of the epochs: the SWRM
+paper's CIFAR schedule (the last 60 of 200 epochs)."""
 
 
 @dataclass(frozen=True)
@@ -109,33 +111,79 @@ def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
             return _cross_entropy(logits, targets)
         return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
 
-    records = {"margin_mean": float(margins.mean()), "margin_max": float(margins.max())}
+    size = np.abs(margins)  # with margin_sign="ldam" the margins are negated
+    records = {"margin_mean": float(size.mean()), "margin_max": float(size.max())}
     return Plugins(loss=loss, records=records)
 
 
 def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMParams,
                    start_epoch: int = 0, use_gpu: bool = False) -> Plugins:
-    """DySWRM: weights and margins recomputed every batch from the learnable similarity
-    vector (a plug-in parameter: optimised, all-reduced and checkpointed with the model).
-    With ``use_gpu`` the vector lives on this worker's GPU (NCCL all-reduces CUDA tensors)."""
+    """DySWRM: weights and margins recomputed every batch from the similarity vector ``s``
+    (a plug-in parameter: checkpointed with the model).
+
+    ``s_objective="confusion"`` (default): the loss sees ``s`` detached; during each epoch
+    the plug-in accumulates every class's mean softmax, and after it updates the affinity
+    EMA and takes ``s_steps`` Adam steps on :func:`similarity_objective` (identical on
+    every rank: the sums are all-reduced first). ``"loss"``: the literal reading, ``s``
+    trained through eq. (4) with the model. Records the last epoch's mean and max margin
+    and in how many epochs the class order of ``s`` changed. With ``use_gpu`` ``s`` lives
+    on this worker's GPU (NCCL all-reduces CUDA tensors)."""
     device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
     similarity = DySWRMSimilarity(init_coords).to(device)
+    s = similarity.s
+    C = s.shape[0]
     n = torch.as_tensor(np.asarray(counts), dtype=torch.float32, device=device)
-    records: dict[str, Any] = {}
+    confusion = params.s_objective == "confusion"
+    sums = torch.zeros(C, C, dtype=torch.float64, device=device)
+    seen = torch.zeros(C, dtype=torch.float64, device=device)
+    state: dict[str, Any] = {"affinity": None, "order": torch.argsort(s.detach()).tolist()}
+    s_optimizer = torch.optim.Adam([s], lr=params.s_lr) if confusion else None
+    records: dict[str, Any] = {"order_changes": 0}
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         if epoch < start_epoch:
             return _cross_entropy(logits, targets)
-        w, m = swrm_terms(n, similarity.standardised(), params)  # margins keep their gradient in s
+        coords = similarity.standardised()
+        if confusion:
+            coords = coords.detach()
+            with torch.no_grad():  # the model's confusions, for the epoch's update of s
+                probs = torch.softmax(logits.detach().double(), dim=1)
+                sums.index_add_(0, targets, probs.to(sums.device))
+                seen.index_add_(0, targets, torch.ones_like(targets, dtype=sums.dtype))
+        w, m = swrm_terms(n, coords, params)
         return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
 
     def on_epoch_end(epoch: int, model: torch.nn.Module, stats: dict[str, float]) -> None:
+        if epoch >= start_epoch and s_optimizer is not None:
+            _all_reduce(sums, seen)
+            mean_softmax = sums / seen.clamp_min(1.0)[:, None]
+            state["affinity"] = confusion_update(state["affinity"], mean_softmax,
+                                                 params.confusion_momentum)
+            for _ in range(params.s_steps):
+                s_optimizer.zero_grad(set_to_none=True)
+                similarity_objective(s, state["affinity"].to(s.dtype)).backward()  # type: ignore[no-untyped-call]
+                s_optimizer.step()
+            s.grad = None  # the loop's optimiser must not step s again
+            sums.zero_()
+            seen.zero_()
+        order = torch.argsort(s.detach()).tolist()
+        records["order_changes"] += int(order != state["order"])
+        state["order"] = order
         with torch.no_grad():
             _, m = swrm_terms(n, similarity.standardised(), params)
-        records.update(margin_mean=float(m.mean()), margin_max=float(m.max()))
+        margins = m.abs() if params.margin_sign == "ldam" else m
+        records.update(margin_mean=float(margins.mean()), margin_max=float(margins.max()))
 
-    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(similarity.s,),
-                   records=records)
+    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(s,), records=records)
+
+
+def _all_reduce(*tensors: torch.Tensor) -> None:
+    """Sum over the ranks of a data-parallel run (a no-op in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
 def _check_window(W: int, facts: DataFacts) -> None:
@@ -157,7 +205,7 @@ def _coordinates(prototypes: np.ndarray, tsne: dict[str, float], seed: int) -> n
 class SWRMRecipe(Recipe[SWRMTrialParams]):
     name = "swrm"
     params_type = SWRMTrialParams
-    knobs = ("W", "beta")
+    knobs = ("W", "beta", "components", "margin_sign")
 
     def limits(self, facts: DataFacts) -> dict[str, int]:
         return {"W": facts.num_classes}
@@ -191,7 +239,7 @@ class SWRMRecipe(Recipe[SWRMTrialParams]):
 class DySWRMRecipe(Recipe[DySWRMTrialParams]):
     name = "dyswrm"
     params_type = DySWRMTrialParams
-    knobs = ("W", "beta")
+    knobs = ("W", "beta", "components", "margin_sign", "s_objective")
 
     def limits(self, facts: DataFacts) -> dict[str, int]:
         return {"W": facts.num_classes}

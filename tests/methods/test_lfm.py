@@ -15,6 +15,7 @@ from explore.methods.lfm import (
     label_shift,
     mix,
     mms_logits,
+    mms_loss,
     pair_probabilities,
     sample_lambda,
     sample_pairs,
@@ -199,7 +200,7 @@ def test_mms_logits_by_hand() -> None:
 
 def test_params_and_lambda_sampling() -> None:
     p = LFMParams()
-    assert (p.alpha, p.tau, p.beta_param, p.logit_scale, p.mms) == (1.0, 0.05, 0.5, 1.0, False)
+    assert (p.alpha, p.tau, p.beta_param, p.logit_scale, p.mms) == (1.0, 0.05, 0.5, 30.0, False)
     with pytest.raises(ValueError, match="beta_param must be > 0"):
         LFMParams(beta_param=0.0)
     lam = sample_lambda(0.5, 10000, np.random.default_rng(0))
@@ -207,3 +208,20 @@ def test_params_and_lambda_sampling() -> None:
     assert abs(lam.mean() - 0.5) < 0.02  # Beta(a, a) is symmetric
     # Beta(0.5, 0.5) is U-shaped: more mass near the ends than the middle.
     assert np.mean(lam < 0.1) > np.mean((lam > 0.45) & (lam < 0.55))
+
+
+def test_mms_loss_with_mixed_targets_sums_each_labels_margin_row_by_hand() -> None:
+    """Two classes mixed 0.7 / 0.3: 0.7·CE((z + m·D[0])/T, 0) + 0.3·CE((z + m·D[1])/T, 1)."""
+    z = torch.tensor([[0.2, 0.5, -0.1]])
+    D = torch.tensor([[0.0, 0.4, 1.0], [0.4, 0.0, 0.6], [1.0, 0.6, 0.0]])
+    t = torch.tensor([[0.7, 0.3, 0.0]])
+    m, T = 0.3, 0.1
+
+    def ce(k: int) -> float:
+        row = [(float(z[0, j]) + m * float(D[k, j])) / T for j in range(3)]
+        return math.log(sum(math.exp(v) for v in row)) - row[k]
+
+    got = mms_loss(z, t, D, m, T)
+    assert float(got[0]) == pytest.approx(0.7 * ce(0) + 0.3 * ce(1), rel=1e-5)
+    hard = mms_loss(z, torch.tensor([1]), D, m, T)
+    assert float(hard[0]) == pytest.approx(ce(1), rel=1e-5)

@@ -13,8 +13,10 @@ from explore.methods.swrm import (
     DySWRMParams,
     DySWRMSimilarity,
     SWRMParams,
+    confusion_update,
     effective_perplexity,
     initial_similarity,
+    similarity_objective,
     swrm_loss,
     swrm_terms,
     tsne_coordinates,
@@ -226,9 +228,38 @@ def test_swrm_terms_apply_the_ablation_switches() -> None:
     w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0))
     np.testing.assert_array_equal(w, w_ref)
     np.testing.assert_array_equal(m, m_ref)
-    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0, reweight=False))
+    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0, components="swm"))
     np.testing.assert_array_equal(w, np.ones(5))
     np.testing.assert_array_equal(m, m_ref)
-    w, m = swrm_terms(counts, coords, DySWRMParams(W=3, beta=1.0, margin=False))
+    w, m = swrm_terms(counts, coords, DySWRMParams(W=3, beta=1.0, components="swr"))
     np.testing.assert_array_equal(w, w_ref)
     np.testing.assert_array_equal(m, np.zeros(5))
+    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0, components="none"))
+    np.testing.assert_array_equal(w, np.ones(5))
+    np.testing.assert_array_equal(m, np.zeros(5))
+    w, m = swrm_terms(counts, coords, SWRMParams(W=3, beta=1.0, margin_sign="ldam"))
+    np.testing.assert_array_equal(m, -m_ref)  # eq. (4) then subtracts m_y from z_y, as LDAM
+
+
+def test_ldam_sign_makes_the_target_harder_by_hand() -> None:
+    """z = (2, 1), y = 0, m_0 = 0.5, w = 1: paper +m → log(1 + e^(1−2−0.5)); ldam −m →
+    log(1 + e^(1−2+0.5))."""
+    z, y = np.array([[2.0, 1.0]]), np.array([0])
+    paper = swrm_loss(z, y, np.ones(2), np.array([0.5, 0.0]))
+    ldam = swrm_loss(z, y, np.ones(2), np.array([-0.5, 0.0]))
+    assert paper[0] == pytest.approx(math.log(1 + math.exp(-1.5)))
+    assert ldam[0] == pytest.approx(math.log(1 + math.exp(-0.5)))
+
+
+def test_confusion_affinity_and_similarity_objective_by_hand() -> None:
+    P = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.0, 0.3, 0.7]], dtype=torch.float64)
+    A1 = confusion_update(None, P, 0.9)
+    # diagonal zeroed, symmetrised: A_01 = (0.2 + 0.4)/2, A_02 = (0.1 + 0)/2, A_12 = (0.1 + 0.3)/2
+    torch.testing.assert_close(A1, torch.tensor([[0, 0.3, 0.05], [0.3, 0, 0.2], [0.05, 0.2, 0]],
+                                                dtype=torch.float64))
+    A2 = confusion_update(A1, torch.eye(3, dtype=torch.float64), 0.9)  # no confusion this epoch
+    torch.testing.assert_close(A2, 0.9 * A1)
+    s = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)  # standardised: (−1.2247, 0, 1.2247)
+    z = (s - s.mean()) / s.std(unbiased=False)
+    want = 2 * (0.3 * (z[0] - z[1]) ** 2 + 0.05 * (z[0] - z[2]) ** 2 + 0.2 * (z[1] - z[2]) ** 2)
+    torch.testing.assert_close(similarity_objective(s, A1), want)

@@ -82,13 +82,19 @@ def test_ns_predicts_among_targets_only():
 
 
 @pytest.mark.parametrize("source", ["prototype", "text"])
-def test_ns_finds_neighbours_by_prototype_and_text(inputs, source):
+@pytest.mark.parametrize("ratio_by,medium,few", [
+    # 4 many / 2 medium / 3 few classes: 1 : ⌈4/2⌉ : ⌈4/3⌉ = 1 : 2 : 2
+    ("classes", 2, 2),
+    # 770 / 90 / 25 samples: 1 : ⌈770/90⌉ = 9 : ⌈770/25⌉ = 31, capped at the pool of 5
+    ("samples", 5, 5),
+])
+def test_ns_auxiliary_classes_per_target_follow_the_ratio(inputs, source, ratio_by, medium, few):
     recipe = get_recipe("neighbor_silencing")
-    params = recipe.params({"neighbor_source": source, "aux_base_count": 1})
+    params = recipe.params({"neighbor_source": source, "aux_base_count": 1, "ratio_by": ratio_by})
     problem = build_ns_problem(inputs.features, params, head_data(inputs))
-    # few targets get ⌈N_h/N_t⌉ ≥ 1 classes each, capped at the pool of 5: all of them
-    assert len(problem.aux_classes) == len(AUX_NAMES)
+    assert problem.resolved["aux_per_target"] == [1] * 4 + [medium] * 2 + [few] * 3
     assert problem.resolved["neighbor_source"].startswith(source)
+    assert set(problem.aux_classes) <= set(AUX_NAMES)
 
 
 def test_ns_without_aux_split_says_what_to_provide():

@@ -33,8 +33,13 @@ TRAIN = {"epochs": 4, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_dec
 HEAD_KEYS = set(TRAIN)
 # Settings whose defaults changed after the golden rows were recorded (docs/fidelity.md).
 PINNED: dict[str, dict] = {
+    "dyswrm": {"s_objective": "loss"},
+    "neighbor_silencing": {"ratio_by": "samples"},
     "lfm": {"logit_scale": 1.0},
 }
+# MMS with mixed labels now follows the reference (a margin row per label of the mix):
+# that case changed on purpose (docs/fidelity.md).
+CHANGED = {"lfm_mms"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -77,7 +82,7 @@ def test_bases_are_unchanged(setup, name):
     assert float(np.float64(clf.bias).sum()) == pytest.approx(want["bias_sum"], rel=1e-5, abs=1e-5)
 
 
-@pytest.mark.parametrize("case", sorted(GOLDEN["methods"]))
+@pytest.mark.parametrize("case", sorted(set(GOLDEN["methods"]) - CHANGED))
 def test_methods_are_unchanged(setup, case):
     fset, splits, nmap = setup
     recorded = GOLDEN["methods"][case]
@@ -89,6 +94,8 @@ def test_methods_are_unchanged(setup, case):
     own = {f.name for f in dataclasses.fields(recipe.params_type)}
     head = HeadTrainConfig(**{**TRAIN, **{k: v for k, v in settings.items()
                                           if k in HEAD_KEYS and k not in own}})
+    if settings.pop("margin", True) is False:  # the ablation booleans became `components`
+        settings["components"] = "swr"
     settings = {k: v for k, v in settings.items() if k in own}
     settings = {**PINNED.get(recorded["method"], {}), **settings}
     if recorded["neighbor_map"]:

@@ -72,7 +72,7 @@ def test_swrm_records_the_tsne_settings_it_used(inputs):
 def test_swrm_without_reweighting_or_margins_is_ce(inputs, spy_on):
     spy = spy_on(swrm_recipe)
     recipe = get_recipe("swrm")
-    recipe.fit_head(inputs, recipe.params({"W": 3, "reweight": False, "margin": False}), [7])
+    recipe.fit_head(inputs, recipe.params({"W": 3, "components": "none"}), [7])
     data = head_data(inputs)
     ce = train_ce({"train": data.train, "val": data.val}, data.num_classes, FAST, seed=7)
     model = spy.calls[0]["model"]
@@ -99,10 +99,10 @@ def test_swrm_with_full_window_and_no_margin_is_class_weighted_ce(inputs, spy_on
 def test_dyswrm_learns_its_similarity_vector_and_without_terms_is_ce(inputs, spy_on):
     spy = spy_on(swrm_recipe)
     recipe = get_recipe("dyswrm")
-    recipe.fit_head(inputs, recipe.params({"W": 3, "beta": 2.0}), [1])
+    recipe.fit_head(inputs, recipe.params({"W": 3, "beta": 2.0, "s_objective": "loss"}), [1])
     s = spy.calls[0]["plugins"].parameters[0].detach().numpy()
     assert not np.allclose(s, np.random.default_rng(1).standard_normal(9), atol=1e-3)
-    recipe.fit_head(inputs, recipe.params({"W": 3, "reweight": False, "margin": False}), [1])
+    recipe.fit_head(inputs, recipe.params({"W": 3, "components": "none"}), [1])
     data = head_data(inputs)
     ce = train_ce({"train": data.train, "val": data.val}, data.num_classes, FAST, seed=1)
     np.testing.assert_allclose(spy.calls[1]["model"].weight.detach().numpy(), ce.weight,
@@ -126,3 +126,34 @@ def test_window_larger_than_the_classes_is_rejected_and_capped(name):
 def test_out_of_range_knobs_name_the_knob(name, knob, value):
     with pytest.raises(ValueError, match=knob):
         get_recipe(name).params({knob: value})
+
+
+def test_dyswrm_confusion_objective_detaches_the_margins_and_moves_s_by_its_own_steps(inputs, spy_on):
+    """Default DySWRM: the loss gives s no gradient (weights and margins use s detached);
+    after each epoch s takes its Adam steps on L_s of the model's confusions, so it moves;
+    the margins stay bounded (the literal reading inflates them)."""
+    spy = spy_on(swrm_recipe)
+    recipe = get_recipe("dyswrm")
+    params = recipe.params({"W": 4, "beta": 10.0})
+    assert params.s_objective == "confusion"
+    fit = recipe.fit_head(inputs, params, [2])
+    plugins = spy.calls[0]["plugins"]
+    (s,) = plugins.parameters
+    logits = torch.randn(8, 9, requires_grad=True)
+    plugins.loss(logits, torch.arange(8) % 9, 0).sum().backward()
+    assert s.grad is None and logits.grad is not None
+    init = np.random.default_rng(2).standard_normal(9)
+    assert not np.allclose(s.detach().numpy(), init, atol=1e-3)
+    records = fit.results[0].records
+    assert set(records) >= {"margin_mean", "margin_max", "order_changes"}
+    assert 0 <= records["order_changes"] <= FAST.epochs
+
+    literal = recipe.fit_head(inputs, recipe.params({"W": 4, "beta": 10.0, "s_objective": "loss"}), [2])
+    assert literal.results[0].records["margin_mean"] > records["margin_mean"]  # runaway margins
+
+
+@pytest.mark.parametrize("components", ["swr", "swm"])
+def test_ablations_are_knob_columns(components):
+    recipe = get_recipe("swrm")
+    columns = recipe.columns(recipe.params({"components": components, "margin_sign": "ldam"}))
+    assert columns["components"] == components and columns["margin_sign"] == "ldam"
