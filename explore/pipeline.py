@@ -90,19 +90,28 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
         reference = Reference(name, same, [key] * len(same), deterministic=True)
         return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, key)
     if recipe.reference_name is not None:  # the method's own reference, on the same seeds
+        from explore.sweep.progress import Progress
+
         log.info("reference: training %s on cached features, %d seeds", recipe.reference_name,
                  len(cfg.seeds))
         params = recipe.reference_params(recipe.params(cfg.method_settings))
-        fit = recipe.fit_head(TrialInputs(fset, None, cfg.splits, cfg.head), params, cfg.seeds)
+        with Progress(f"reference {recipe.reference_name}", tick=True) as bar:
+            bar.note(f"{len(cfg.seeds)} seeds")
+            fit = recipe.fit_head(TrialInputs(fset, None, cfg.splits, cfg.head), params,
+                                  cfg.seeds)
         reference = Reference(recipe.reference_name, fit.results, [None] * len(fit.results),
                               deterministic=False)
         return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
+    from explore.sweep.progress import Progress
+
     results: list[SeedResult] = []
     keys: list[str | None] = []
-    for seed in cfg.seeds:  # a given classifier is not a training-time method's reference
-        name, key, classifier = _base_model(cfg, store, fset, fkey, None, seed)
-        results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
-        keys.append(key)
+    with Progress(f"base {cfg.base.name}", len(cfg.seeds), "seed", tick=True) as bar:
+        for seed in cfg.seeds:  # a given classifier is not a training-time method's reference
+            name, key, classifier = _base_model(cfg, store, fset, fkey, None, seed, spinner=False)
+            results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
+            keys.append(key)
+            bar.update()
     reference = Reference(name, results, keys, deterministic=False)
     return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
 
@@ -132,16 +141,24 @@ def _imported_features(
     uri: str, store: FeatureStore
 ) -> tuple[str, str, FeatureSet, LinearClassifier | None]:
     from explore.store.imported import import_feature_dir, imported_feature_key
+    from explore.sweep.progress import Progress
 
-    key = imported_feature_key(uri)
     holder: dict[str, Any] = {}
 
     def build() -> FeatureSet:
+        bar.note(f"reading and checking {uri}")
         fset, classifier = import_feature_dir(uri)
         holder["classifier"] = classifier
+        bar.note(f"writing {sum(len(s.labels) for s in fset.splits.values())} samples to the "
+                 "store")
         return fset
 
-    fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
+    with Progress("features: import", tick=True) as bar:
+        bar.note(f"digest of {uri}")
+        key = imported_feature_key(uri)
+        bar.note("reading the store")
+        fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
+        bar.note(f"{sum(len(s.labels) for s in fset.splits.values())} samples")
     # On a cache hit the classifier (part of the key) is read from the directory again.
     c = holder["classifier"] if holder else import_feature_dir(uri)[1]
     given = (None if c is None else
@@ -153,19 +170,12 @@ def _imported_features(
 def _backbone_features(cfg: SweepConfig, store: FeatureStore) -> tuple[str, str, FeatureSet]:
     """Train (or find) the backbone, then extract (or find) its features. A cached entry
     whose shards fail their checksums is deleted and extracted again, never used."""
-    from explore.backbone.models import ModelSpec
     from explore.data.registry import load_dataset
 
     assert cfg.dataset is not None
     dataset = load_dataset(cfg.dataset)
-    bcfg = cfg.backbone
-    in_channels = 1 if dataset.train.images is not None and dataset.train.images.ndim == 3 else 3
-    spec = ModelSpec(bcfg.arch, dataset.num_classes, in_channels)
-    backbone_key = feature_key(
-        {"kind": "backbone", "v": PIPELINE_VERSION, "dataset": dataset.params,
-         "model": spec.as_dict(), "train": bcfg.as_dict()}
-    )
-    backbone = BackboneRun(backbone_key, spec, bcfg, dataset)
+    backbone = _backbone_run(cfg, dataset)
+    backbone_key, bcfg = backbone.key, cfg.backbone
     if store.has_json(backbone_key, "backbone"):
         record = store.get_json(backbone_key, "backbone")
         if store.has(record["feature_key"]):
@@ -191,6 +201,19 @@ class BackboneRun:
     dataset: LongTailDataset
 
 
+def _backbone_run(cfg: SweepConfig, dataset: LongTailDataset) -> BackboneRun:
+    from explore.backbone.models import ModelSpec
+
+    bcfg = cfg.backbone
+    in_channels = 1 if dataset.train.images is not None and dataset.train.images.ndim == 3 else 3
+    spec = ModelSpec(bcfg.arch, dataset.num_classes, in_channels)
+    backbone_key = feature_key(
+        {"kind": "backbone", "v": PIPELINE_VERSION, "dataset": dataset.params,
+         "model": spec.as_dict(), "train": bcfg.as_dict()}
+    )
+    return BackboneRun(backbone_key, spec, bcfg, dataset)
+
+
 def _trained_backbone(cfg: SweepConfig, store: FeatureStore, backbone: BackboneRun) -> dict[str, np.ndarray]:
     """The backbone's weights: from the store, or trained as a Ray Train job and stored."""
     backbone_key, spec, bcfg, dataset = backbone.key, backbone.spec, backbone.train, backbone.dataset
@@ -205,14 +228,21 @@ def _trained_backbone(cfg: SweepConfig, store: FeatureStore, backbone: BackboneR
         "backbone: training %s on %d images as a Ray Train job (%d workers, %d epochs)",
         bcfg.arch, len(dataset.train), bcfg.num_workers, bcfg.epochs,
     )
+    from explore.sweep.progress import EpochProgress
+
     fs, root = resolve(cfg.storage_uri)
-    state, metrics = run_backbone_job(
-        spec, dataset.train, dataset.val if len(dataset.val) else None, bcfg, None,
-        f"{root}/ray-train", run_name=f"backbone-{backbone_key}",
-        storage_filesystem=fs if is_s3(cfg.storage_uri) else None,
-        max_failures=cfg.runner.max_failures,
-        decode=_decoder(cfg),
-    )
+    progress = EpochProgress(f"backbone {bcfg.arch}", bcfg.epochs, bcfg.num_workers)
+    try:
+        state, metrics = run_backbone_job(
+            spec, dataset.train, dataset.val if len(dataset.val) else None, bcfg, None,
+            f"{root}/ray-train", run_name=f"backbone-{backbone_key}",
+            storage_filesystem=fs if is_s3(cfg.storage_uri) else None,
+            max_failures=cfg.runner.max_failures,
+            decode=_decoder(cfg),
+            progress=progress,
+        )
+    finally:
+        progress.close()
     log.info("backbone: done, val top-1 %.3f", float(metrics.get("val_acc", float("nan"))))
     arrays = {name: t.detach().cpu().numpy() for name, t in state.items()}
     store.put_arrays(backbone_key, "weights", arrays, {"arch": bcfg.arch})
@@ -255,13 +285,19 @@ def _extract(
     names = ("train", "val", "test") + (("aux",) if dataset.aux is not None else ())
 
     def build() -> FeatureSet:
+        from explore.sweep.progress import Progress
+
         log.info("features: extracting %s for %s", spec.arch, "/".join(names))
         splits = {}
-        for name in names:
-            split = getattr(dataset, name)
-            feats = (extract_features(model, split, decode=decode) if len(split)
-                     else np.zeros((0, model.feature_dim), np.float32))
-            splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
+        total = sum(len(getattr(dataset, name)) for name in names)
+        with Progress("features: extract", total, "img", tick=True) as bar:
+            for name in names:
+                split = getattr(dataset, name)
+                bar.note(name)
+                feats = (extract_features(model, split, decode=decode, progress=bar.update)
+                         if len(split) else np.zeros((0, model.feature_dim), np.float32))
+                splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
+            bar.note("/".join(names))
         meta = {"dataset": dataset.params, "arch": spec.arch, "weights": digest}
         if dataset.aux is not None:
             meta["aux_classes"] = list(dataset.aux_classes)
@@ -277,12 +313,20 @@ def _extract(
 # base model
 
 
+def _base_key(cfg: SweepConfig, fkey: str, seed: int) -> str:
+    return feature_key(
+        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **cfg.base.cache_spec(),
+         "seed": seed}
+    )
+
+
 def _base_model(
     cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str,
-    given: LinearClassifier | None, seed: int,
+    given: LinearClassifier | None, seed: int, spinner: bool = True,
 ) -> tuple[str, str, LinearClassifier]:
     """(name, cache key, classifier): a given classifier, or the ``base`` group's model
-    trained on the features with ``seed`` (cached by everything it depends on)."""
+    trained on the features with ``seed`` (cached by everything it depends on); ``spinner``:
+    show the training's elapsed time (off when the caller counts seeds itself)."""
     if given is not None:  # the researcher's own classifier is the base (classifier.npz)
         # Keyed by the classifier's content: a replaced classifier.npz is a new entry.
         digest = hashlib.sha256(np.ascontiguousarray(given.weight).tobytes()
@@ -293,15 +337,96 @@ def _base_model(
                              {"base": "given"})
         return "given", key, given
     spec = cfg.base
-    key = feature_key(
-        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **spec.cache_spec(), "seed": seed}
-    )
+    key = _base_key(cfg, fkey, seed)
     if store.has_arrays(key, "classifier"):
         arrays, _ = store.get_arrays(key, "classifier")
         log.info("base: cached %s seed %d (%s)", spec.name, seed, key)
         return spec.name, key, LinearClassifier(arrays["weight"], arrays["bias"])
+    from explore.sweep.progress import Progress
+
     log.info("base: training %s on cached features, seed %d", spec.name, seed)
-    classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
+    if not spinner:
+        classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
+    else:
+        with Progress(f"base {spec.name} seed {seed}", tick=True):
+            classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
     store.put_arrays(key, "classifier", {"weight": classifier.weight, "bias": classifier.bias},
                      {"base": spec.name})
     return spec.name, key, classifier
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`prepare` would do, found by reading only (``dry_run=true``)."""
+
+    dataset_name: str
+    facts: DataFacts
+    samples: dict[str, int]
+    """Samples per split."""
+    has_val: bool
+    steps: list[tuple[str, bool, str]]
+    """(step, already cached, what it is) in the order :func:`prepare` runs them."""
+
+
+def plan(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Plan:
+    """Check the data (every check an import or a dataset load makes) and look up which
+    steps are cached, training nothing and writing nothing."""
+    steps: list[tuple[str, bool, str]] = []
+    fkey: str | None
+    given = False
+    if cfg.features:
+        from explore.store.imported import import_feature_dir, imported_feature_key
+
+        key = imported_feature_key(cfg.features)
+        fset, classifier = import_feature_dir(cfg.features)
+        given = classifier is not None
+        fkey = key if store.has(key) else None
+        steps.append(("features", fkey is not None, f"import {cfg.features} (key {key})"))
+        samples = {name: len(s.labels) for name, s in fset.splits.items()}
+        counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
+        facts = DataFacts(fset.num_classes, counts, cfg.splits,
+                          tuple(fset.meta.get("aux_classes", ())))
+        name = "imported"
+    else:
+        from explore.data.registry import load_dataset
+
+        assert cfg.dataset is not None
+        # A dry run never downloads: missing files are reported like any other error.
+        dataset = load_dataset(dataclasses.replace(cfg.dataset, download=False))
+        backbone = _backbone_run(cfg, dataset)
+        bcfg = cfg.backbone
+        steps.append(("backbone", store.has_arrays(backbone.key, "weights"),
+                      f"{bcfg.arch}, {bcfg.epochs} epochs as a Ray Train job, "
+                      f"{bcfg.num_workers} worker(s){' with GPU' if bcfg.use_gpu else ''} "
+                      f"(key {backbone.key})"))
+        fkey = None
+        if store.has_json(backbone.key, "backbone"):
+            record = store.get_json(backbone.key, "backbone")
+            fkey = record["feature_key"] if store.has(record["feature_key"]) else None
+        names = ("train", "val", "test") + (("aux",) if dataset.aux is not None else ())
+        samples = {n: len(getattr(dataset, n)) for n in names}
+        steps.append(("features", fkey is not None,
+                      f"extract {'/'.join(names)} ({sum(samples.values())} images)"
+                      + (f" (key {fkey})" if fkey else "")))
+        counts = np.bincount(np.asarray(dataset.train.labels), minlength=dataset.num_classes)
+        facts = DataFacts(dataset.num_classes, counts, cfg.splits,
+                          tuple(dataset.aux_classes) if dataset.aux is not None else ())
+        name = dataset.name
+    if recipe.posthoc and given:
+        steps.append(("base", True, "the given classifier.npz"))
+    elif recipe.posthoc or recipe.reference_name is None:
+        seeds = [cfg.seed] if recipe.posthoc else list(cfg.seeds)
+        cached = sum(fkey is not None and store.has_arrays(_base_key(cfg, fkey, s), "classifier")
+                     for s in seeds)
+        what = f"{cfg.base.name} on the features, seed(s) {', '.join(map(str, seeds))}"
+        if 0 < cached < len(seeds):
+            what += f" ({cached} of {len(seeds)} cached)"
+        steps.append(("base", cached == len(seeds), what))
+    else:
+        steps.append(("reference", False, f"{recipe.reference_name} on the features, "
+                      f"{len(cfg.seeds)} seeds (trained by every sweep)"))
+    return Plan(name, facts, samples, samples.get("val", 0) > 0, steps)

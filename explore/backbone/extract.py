@@ -26,13 +26,15 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     decode: Callable[[str], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """``float32 (N, feature_dim)`` features of every image of ``split``, in split order.
 
     Runs in eval mode (BatchNorm uses its running statistics, so a sample's features do not
     depend on its batch) under ``torch.inference_mode``, in float32 (no autocast: cached
     features should not depend on the precision a GPU happened to run at). The model's
-    train/eval mode and device are restored afterwards. ``decode`` reads path-based splits.
+    train/eval mode and device are restored afterwards. ``decode`` reads path-based splits;
+    ``progress(n)`` is told after every batch that ``n`` more images are done.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -48,6 +50,8 @@ def extract_features(
                 idx = np.arange(start, min(start + batch_size, len(split)))
                 x = load_batch(split, idx, net.preprocess, decode).to(device)
                 out[start:start + len(idx)] = net.embed(x).float().cpu().numpy()
+                if progress is not None:
+                    progress(len(idx))
     finally:
         net.train(was_training).to(original_device)
     return out

@@ -43,6 +43,7 @@ from explore.training.plugins import Plugins
 
 __all__ = [
     "BackboneTrainConfig",
+    "BatchFn",
     "ReportFn",
     "evaluate",
     "lr_at",
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 ReportFn = Callable[[dict[str, float], "dict[str, Any] | None"], None]
 """``report(metrics, state)``: called on every rank after every epoch; ``state`` (what a
 checkpoint holds) is given on rank 0 at checkpoint epochs and is None otherwise."""
+
+BatchFn = Callable[[int, int, int], None]
+"""``on_batch(epoch, batches_done, batches_in_epoch)``: called on every rank after every
+training step (progress display; it must be cheap, e.g. rate-limited by the caller)."""
 
 
 @dataclass(frozen=True)
@@ -259,14 +264,15 @@ def _train_epoch(model: nn.Module, train: ImageSplit, batches: list[np.ndarray],
                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  plugins: Plugins, cfg: BackboneTrainConfig, epoch: int,
                  rng: np.random.Generator, device: torch.device, world_size: int,
-                 decode: Callable[[str], np.ndarray] | None) -> dict[str, float]:
+                 decode: Callable[[str], np.ndarray] | None,
+                 on_batch: BatchFn | None = None) -> dict[str, float]:
     """One pass over this rank's batches; returns loss/accuracy averaged over all ranks."""
     model.train()
     pre = unwrap(model).preprocess
     loss_fn = plugins.loss or _cross_entropy
     use_amp = cfg.amp and device.type == "cuda"
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, correct, n
-    for idx in batches:
+    for step, idx in enumerate(batches, 1):
         x = load_batch(train, idx, pre, decode).to(device, non_blocking=True)
         y = torch.from_numpy(np.asarray(train.labels[idx], dtype=np.int64)).to(device)
         if cfg.augment:
@@ -290,6 +296,8 @@ def _train_epoch(model: nn.Module, train: ImageSplit, batches: list[np.ndarray],
             totals += torch.stack([loss.detach().double() * len(y),
                                    (logits.argmax(1) == y).sum().double(),
                                    torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+        if on_batch is not None:
+            on_batch(epoch, step, len(batches))
     totals = _sum_over_ranks(totals, world_size)
     n = max(float(totals[2]), 1.0)
     return {"train_loss": float(totals[0]) / n, "train_acc": float(totals[1]) / n}
@@ -347,13 +355,15 @@ def train_backbone(
     start_state: dict[str, Any] | None = None,
     device: torch.device | str | None = None,
     decode: Callable[[str], np.ndarray] | None = None,
+    on_batch: BatchFn | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (a ``Backbone``, possibly DDP-wrapped) in place on ``train``.
 
     ``model`` should already be seeded/initialised identically on every rank (DDP also
     broadcasts rank 0's weights). ``start_state`` (a state once handed to ``report``)
     resumes after its epoch. ``device`` defaults to ``cuda`` when ``cfg.use_gpu`` else
-    ``cpu``; ``decode`` reads path-based splits.
+    ``cpu``; ``decode`` reads path-based splits; ``on_batch`` (see :data:`BatchFn`) follows
+    each epoch's steps.
 
     Returns ``{"history": [metrics per epoch run here], "final": last metrics}``; both are
     the same on every rank. Metrics per epoch: ``epoch`` (0-based), ``lr``, ``train_loss``,
@@ -399,7 +409,7 @@ def train_backbone(
             "dist_world_size": dist.get_world_size() if _distributed(world_size) else 1,
         }
         metrics |= _train_epoch(model, train, batches, optimizer, scaler, plugins, cfg, epoch,
-                                rank_rng, device, world_size, decode)
+                                rank_rng, device, world_size, decode, on_batch)
         if plugins.on_epoch_end is not None:
             plugins.on_epoch_end(epoch, model, metrics)
         if val is not None:

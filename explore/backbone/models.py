@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -313,6 +313,10 @@ class ModelSpec:
     by torchvision, so it needs network access or a warm torch hub cache)."""
     preprocess: Preprocess | None = field(default=None)
     """None: :func:`default_preprocess` for the arch."""
+    classifier: Callable[[int], nn.Module] | None = field(default=None, compare=False)
+    """Replaces the linear classifier: called with the feature dimension, it returns the
+    module that maps features to the ``num_classes`` logits (e.g. LFM stage 1's cosine
+    classifier against fixed text features). It must pickle (built on every worker)."""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -333,8 +337,9 @@ class ModelSpec:
         return self.preprocess or default_preprocess(self.arch, self.in_channels)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, classifier=None))
         d["preprocess"] = self.resolved_preprocess().as_dict()
+        d["classifier"] = None if self.classifier is None else repr(self.classifier)[:200]
         return d
 
     def build(self) -> Backbone:
@@ -342,7 +347,10 @@ class ModelSpec:
             features, dim = _CPU_BUILDERS[self.arch](self.in_channels)
         else:
             features, dim = _torchvision(self.arch)(self.in_channels, self.pretrained)
-        return Backbone(features, dim, self.num_classes, self.resolved_preprocess(), self.arch)
+        model = Backbone(features, dim, self.num_classes, self.resolved_preprocess(), self.arch)
+        if self.classifier is not None:
+            model.classifier = self.classifier(dim)
+        return model
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 1, *, pretrained: bool = False,

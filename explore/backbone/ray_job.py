@@ -25,12 +25,22 @@ by default, so 1 + num_workers CPUs are needed; give the trial the custom ``tria
 resource instead (``tune.with_resources(fn, {"trial_driver": 1})``), or pass fractional
 worker CPUs, e.g. ``resources_per_worker={"CPU": 0.5}``. Forward metrics to Tune with
 ``callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]``.
+
+Progress: with ``progress=`` the caller sees rank 0's epochs while ``fit`` runs. Train V2
+runs its controller (and any ``UserCallback``) in an actor, and the driver may not print
+worker logs (``log_to_driver=False``), so rank 0 sends small messages to a zero-CPU
+``_ProgressSink`` actor, which a driver thread drains every half second: ``{"kind":
+"batch", "epoch", "batch", "batches"}`` at most once a second and ``{"kind": "epoch",
+...metrics}`` after every epoch (``epoch`` 0-based).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,6 +61,74 @@ __all__ = ["BackboneJobError", "STATE_FILE", "load_checkpoint_state", "run_backb
 STATE_FILE = "state.pt"
 """Name of the ``torch.save``-d state inside every checkpoint directory."""
 
+BATCH_MESSAGE_EVERY_S = 1.0
+"""Rank 0 sends a within-epoch progress message at most this often."""
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0)
+class _ProgressSink:
+    """Holds rank 0's progress messages until the driver takes them (zero CPUs: it must
+    never wait for the CPUs the workers hold)."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+
+    def put(self, item: dict[str, Any]) -> None:
+        self._items.append(item)
+
+    def drain(self) -> list[dict[str, Any]]:
+        items, self._items = self._items, []
+        return items
+
+
+def _batch_sender(sink: Any) -> Callable[[int, int, int], None]:
+    """Within-epoch progress for the sink, rate-limited (the last step of an epoch is
+    covered by the epoch message)."""
+    last = [-float("inf")]
+
+    def on_batch(epoch: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] >= BATCH_MESSAGE_EVERY_S:
+            last[0] = now
+            sink.put.remote({"kind": "batch", "epoch": epoch, "batch": done, "batches": total})
+
+    return on_batch
+
+
+class _Drain:
+    """A driver thread that hands the sink's messages to ``progress`` while ``fit`` runs."""
+
+    def __init__(self, sink: Any, progress: Callable[[dict[str, Any]], None]) -> None:
+        self.sink, self.progress = sink, progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="train-progress")
+        self._thread.start()
+
+    def _deliver(self) -> None:
+        for item in ray.get(self.sink.drain.remote(), timeout=30):
+            try:
+                self.progress(item)
+            except Exception as exc:  # noqa: BLE001 - a display error must not stop training
+                log.warning("progress display failed: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self._deliver()
+            except Exception:  # noqa: BLE001 - the sink is gone or slow: try again later
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=35)
+        try:
+            self._deliver()  # the last epoch's message
+        except Exception:  # noqa: BLE001
+            pass
+        ray.kill(self.sink)
+
 
 class BackboneJobError(RuntimeError):
     """The Ray Train job ended without a usable checkpoint."""
@@ -66,11 +144,15 @@ def load_checkpoint_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _report_to_ray(extra: dict[str, Any]) -> Callable[[dict[str, float], dict | None], None]:
+def _report_to_ray(extra: dict[str, Any],
+                   sink: Any = None) -> Callable[[dict[str, float], dict | None], None]:
     """A ``report`` callback for :func:`train_backbone`: every rank reports its metrics; the
-    rank holding a state (rank 0) attaches it as a checkpoint."""
+    rank holding a state (rank 0) attaches it as a checkpoint; ``sink`` (rank 0 only) gets
+    the epoch's metrics for the driver's progress display."""
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if sink is not None:
+            sink.put.remote({"kind": "epoch", **metrics})
         if state is None:
             ray.train.report(metrics)
             return
@@ -93,12 +175,15 @@ def _train_worker(config: dict[str, Any]) -> None:
     plugins = config["plugins_factory"]() if config["plugins_factory"] is not None else Plugins()
     checkpoint = ray.train.get_checkpoint()
     start_state = load_checkpoint_state(checkpoint) if checkpoint is not None else None
+    rank = ctx.get_world_rank()
+    sink = config.get("progress_sink") if rank == 0 else None
     train_backbone(
         model, train, val, cfg, plugins,
-        rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-        report=_report_to_ray({"model_spec": spec.as_dict()}),
+        rank=rank, world_size=ctx.get_world_size(),
+        report=_report_to_ray({"model_spec": spec.as_dict()}, sink),
         start_state=start_state, device=ray.train.torch.get_device(),
         decode=config["decode"],
+        on_batch=_batch_sender(sink) if sink is not None else None,
     )
 
 
@@ -117,6 +202,7 @@ def run_backbone_job(
     decode: Callable[[str], np.ndarray] | None = None,
     keep_checkpoints: int = 2,
     callbacks: Sequence[Any] = (),
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train a backbone on ``cfg.num_workers`` Ray Train workers; returns
     ``(state_dict, metrics)``: the model weights from the last checkpoint (load them into
@@ -128,7 +214,9 @@ def run_backbone_job(
     absolute local path shared by all nodes, or ``s3://...``; without a scheme when
     ``storage_filesystem`` is given) holds the checkpoints under ``run_name``. See the
     module docstring for ``resources_per_worker`` inside Tune trials. ``callbacks`` are
-    ``ray.train.UserCallback`` objects (e.g. Tune's ``TuneReportCallback``).
+    ``ray.train.UserCallback`` objects (e.g. Tune's ``TuneReportCallback``). ``progress`` is
+    called on this process (from a thread) with rank 0's progress messages, see the module
+    docstring.
     """
     if model_spec.arch != cfg.arch:
         raise ValueError(f"model_spec.arch={model_spec.arch!r} but cfg.arch={cfg.arch!r}")
@@ -138,6 +226,7 @@ def run_backbone_job(
         raise ValueError(f"max_failures must be >= -1 (-1: retry forever), got {max_failures}")
     if keep_checkpoints < 1:
         raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
+    sink = _ProgressSink.remote() if progress is not None else None  # type: ignore[attr-defined]
     trainer = ray.train.torch.TorchTrainer(
         _train_worker,
         train_loop_config={
@@ -147,6 +236,7 @@ def run_backbone_job(
             "val": ray.put(val) if val is not None else None,
             "plugins_factory": plugins_factory,
             "decode": decode,
+            "progress_sink": sink,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -161,7 +251,12 @@ def run_backbone_job(
             callbacks=list(callbacks),
         ),
     )
-    result = trainer.fit()
+    drain = _Drain(sink, progress) if sink is not None and progress is not None else None
+    try:
+        result = trainer.fit()
+    finally:
+        if drain is not None:
+            drain.stop()
     if result.checkpoint is None:
         raise BackboneJobError(
             f"Ray Train run {run_name!r} finished without a checkpoint under {storage_path}"

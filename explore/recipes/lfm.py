@@ -6,8 +6,9 @@ learned projection ``W_Iᵀ f`` and the fixed class text features, trained with 
 text-guided pairs. Per batch: as many pairs as the batch has samples, drawn by local
 sampling (``sample_pairs``: i uniform, y_j ~ p(·|y_i) at temperature τ), one λ_x ~ Beta(a, a)
 per batch (or per sample), inputs mixed, labels shifted by α, soft-label cross-entropy on the
-cosine (optionally MMS) logits. Full mode runs the same plug-ins on images (stage 1), then
-stage 2 on the stage-1 backbone's features.
+cosine (optionally MMS) logits. Full mode runs the same plug-ins on images (stage 1) with the
+backbone's classifier replaced by the fixed text-cosine classifier (``W_I`` at the identity;
+:class:`TextCosineClassifier`), then stage 2 on the stage-1 encoder's features.
 
 ``W_I`` (d_img × d_txt) starts at the identity when the dimensions match (the paper's
 stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ d_txt) or rows
@@ -138,6 +139,29 @@ def _image_rows(split: ImageSplit, preprocess: Preprocess,
     return lambda idx, device: load_batch(split, idx, preprocess).to(device)
 
 
+class TextCosineClassifier(nn.Module):
+    """LFM stage 1's classifier: ``scale · cos(project(h), f_T,c)`` against the fixed text
+    features, with ``W_I`` at the identity. When the backbone's feature width differs from
+    the text width, ``project`` is the image encoder's last layer, a trainable linear map to
+    the text width; otherwise it is the identity."""
+
+    def __init__(self, feature_dim: int, text_features: np.ndarray, scale: float) -> None:
+        super().__init__()
+        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32)
+        self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
+        self.scale = float(scale)
+        d_text = int(text.shape[1])
+        self.project: nn.Module = (nn.Identity() if feature_dim == d_text
+                                   else nn.Linear(feature_dim, d_text))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(self.project(h), None, self.get_buffer("text"), self.scale)
+
+
+def _stage1_classifier(text: np.ndarray, scale: float, feature_dim: int) -> nn.Module:
+    return TextCosineClassifier(feature_dim, text, scale)
+
+
 def _stage1_plugins(train: ImageSplit, text: np.ndarray, params: LFMTrialParams,
                     preprocess: Preprocess) -> Plugins:
     return lfm_plugins(train.labels, text, params, _image_rows(train, preprocess))
@@ -207,5 +231,6 @@ class LFMRecipe(Recipe[LFMTrialParams]):
         pre = default_preprocess(setup.backbone.arch, setup.in_channels)
         plugins = functools.partial(_stage1_plugins, dataset.train, text, params, pre)
         stage2 = functools.partial(_stage2, params, setup.thresholds, setup.head)
+        classifier = functools.partial(_stage1_classifier, text, _scale(params))
         return FullPlan(dataset.train, dataset.num_classes, plugins, {"text_encoder": encoder},
-                        stage2)
+                        stage2, classifier)

@@ -70,6 +70,9 @@ class FullPlan:
     resolved: Mapping[str, Any] = field(default_factory=dict)
     stage2: Callable[[FeatureSet, int], SeedResult] | None = None
     """LFM: a head trained on the stage-1 backbone's features gives the seed's result."""
+    classifier: Callable[[int], torch.nn.Module] | None = None
+    """Replaces the backbone's linear classifier (see ``ModelSpec.classifier``). When it has
+    a ``project`` method, the features handed to ``stage2`` are ``project(embed(x))``."""
 
 
 def method_start(drw_start: int | None, fraction: float, epochs: int) -> int:
@@ -97,8 +100,16 @@ def _features_of(model: torch.nn.Module, dataset: LongTailDataset, seed: int) ->
     from explore.backbone.extract import extract_features
     from explore.store import FeatureSplit
 
-    splits = {name: FeatureSplit(extract_features(model, getattr(dataset, name)),
-                                 getattr(dataset, name).labels)
+    project = getattr(model.classifier, "project", None)
+
+    def features(split: ImageSplit) -> np.ndarray:
+        x = extract_features(model, split)
+        if project is None:
+            return x
+        with torch.no_grad():
+            return project(torch.from_numpy(x)).numpy()
+
+    splits = {name: FeatureSplit(features(getattr(dataset, name)), getattr(dataset, name).labels)
               for name in ("train", "val", "test")}
     return FeatureSet(splits, tuple(dataset.classes), {"stage": "full-1", "seed": seed})
 
@@ -132,7 +143,8 @@ def run_full_seeds(
             continue
         start = time.perf_counter()
         plan = plan_for_seed(seed)
-        spec = ModelSpec(setup.backbone.arch, plan.num_outputs, setup.in_channels)
+        spec = ModelSpec(setup.backbone.arch, plan.num_outputs, setup.in_channels,
+                         classifier=plan.classifier)
         state, metrics = run_backbone_job(
             spec, plan.train, dataset.val if len(dataset.val) else None,
             dataclasses.replace(setup.backbone, seed=seed), plan.plugins, storage_path,

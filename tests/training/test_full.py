@@ -78,7 +78,7 @@ def test_swrm_hook_is_ce_before_the_deferral_epoch_and_eq4_after():
 
 def test_dyswrm_hook_learns_its_similarity_only_after_the_deferral():
     hooks = dyswrm_plugins(np.array([50.0, 20, 8, 3]), np.array([0.3, -1.0, 2.0, 0.1]),
-                           DySWRMParams(W=3, beta=2.0), start_epoch=1)
+                           DySWRMParams(W=3, beta=2.0, s_objective="loss"), start_epoch=1)
     (s,) = hooks.parameters
     z, y = torch.randn(6, 4, requires_grad=True), torch.tensor([0, 1, 2, 3, 0, 1])
     hooks.loss(z, y, 0).mean().backward()
@@ -237,3 +237,37 @@ def test_full_mode_sweep_trains_the_backbone_in_a_train_run_per_seed(ray_cluster
     assert [int(r["epoch"]) for r in epochs] == [0, 1]
     assert all(r["world_size"] == 2 and r["dist_world_size"] == 2 for r in epochs)  # gloo DDP
     assert reports[-1]["val_acc_overall"] == pytest.approx(row.val_acc_overall)
+
+
+def test_lfm_stage1_logits_are_cosines_against_the_text_features():
+    """Full-mode LFM trains the backbone against the fixed text-cosine classifier (W_I = I;
+    a learned map to the text width when the widths differ), not a linear head."""
+    from explore.backbone.models import ModelSpec, load_batch
+    from explore.recipes.lfm import TextCosineClassifier
+    from explore.splits import SplitThresholds
+    from explore.store import FeatureSet, FeatureSplit
+    from explore.text_encoder import class_text_features
+    from explore.training.full import FullSetup
+    from explore.training.head import HeadTrainConfig
+
+    classes = ("T-shirt", "Trouser", "Sneaker")
+    train = images([0] * 6 + [1] * 4 + [2] * 2)
+    ds = LongTailDataset("tiny", classes, train, images([0, 1, 2], 1), images([0, 1, 2], 2))
+    feats = FeatureSet({n: FeatureSplit(np.zeros((len(s), 4), np.float32), s.labels)
+                        for n, s in (("train", train), ("val", ds.val), ("test", ds.test))}, classes)
+    setup = FullSetup(ds, feats, BackboneTrainConfig(epochs=2), SplitThresholds(10, 5),
+                      HeadTrainConfig(), in_channels=1)
+    recipe = get_recipe("lfm")
+    params = recipe.params({})
+    plan = recipe.full_plan(params, setup, seed=0)
+    model = ModelSpec("small_cnn", plan.num_outputs, 1, classifier=plan.classifier).build()
+    assert isinstance(model.classifier, TextCosineClassifier)
+    x = load_batch(train, np.arange(12), model.preprocess)
+    with torch.no_grad():
+        logits = model(x)
+        u = model.classifier.project(model.embed(x))
+    text, _ = class_text_features(classes)
+    t = torch.as_tensor(text, dtype=torch.float32)
+    cos = (u / u.norm(dim=1, keepdim=True)) @ (t / t.norm(dim=1, keepdim=True)).T
+    torch.testing.assert_close(logits, params.logit_scale * cos, rtol=1e-4, atol=1e-4)
+    assert float(logits.abs().max()) <= params.logit_scale + 1e-4
