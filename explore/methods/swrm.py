@@ -301,15 +301,19 @@ def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT)
 
 
 def effective_perplexity(perplexity: float, num_classes: int) -> float:
-    """The t-SNE perplexity actually used: ``min(perplexity, C − 1)``.
+    """The t-SNE perplexity actually used: ``min(perplexity, (C − 1) / 3)``.
 
-    sklearn needs perplexity < number of points; record this value with the results.
+    A perplexity near C − 1 makes every class equally a neighbour of every other: the
+    affinities carry no structure and the 1-D embedding collapses to a point (seen on
+    Fashion-MNIST-LT's 10 prototypes at perplexity 9: coordinates equal to 1e-12, so every
+    SWM margin was 0). (C − 1)/3 is the bound the reference Barnes-Hut t-SNE enforces; it
+    leaves the paper's settings (C ≥ 100, perplexity 30) unchanged. Record the value used.
     """
     if num_classes < 2:
         raise ValueError(f"t-SNE needs at least 2 classes, got {num_classes}")
     if not perplexity > 0:
         raise ValueError(f"perplexity must be > 0, got {perplexity}")
-    return float(min(perplexity, num_classes - 1))
+    return float(min(perplexity, (num_classes - 1) / 3))
 
 
 def tsne_learning_rate(num_classes: int) -> float:
@@ -349,7 +353,11 @@ def tsne_coordinates(
     if not lr > 0:
         raise ValueError(f"learning_rate must be > 0, got {lr}")
     tsne = TSNE(n_components=1, perplexity=used, learning_rate=lr, random_state=seed, init="pca")
-    return tsne.fit_transform(P)[:, 0].astype(np.float64)
+    coords = tsne.fit_transform(P)[:, 0].astype(np.float64)
+    if not coords.std() > _STD_EPS * max(1.0, float(np.abs(coords).max())):
+        log.warning("t-SNE collapsed the %d prototypes to one point (perplexity %s): every "
+                    "margin will be 0; lower tsne_perplexity", P.shape[0], used)
+    return coords
 
 
 class DySWRMSimilarity(nn.Module):

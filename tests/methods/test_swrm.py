@@ -186,13 +186,26 @@ def test_tsne_keeps_clusters_of_prototypes_contiguous(seed: int) -> None:
     np.testing.assert_array_equal(s, tsne_coordinates(P, seed=seed, perplexity=2.0))
 
 
-def test_tsne_perplexity_is_clamped_below_class_count() -> None:
-    assert effective_perplexity(30.0, 6) == 5.0
-    assert effective_perplexity(2.0, 6) == 2.0
-    s = tsne_coordinates(np.random.default_rng(0).normal(size=(5, 3)), seed=0)  # 30 -> 4
+def test_tsne_perplexity_is_clamped_to_a_third_of_the_class_count() -> None:
+    assert effective_perplexity(30.0, 7) == 2.0       # (7 − 1) / 3
+    assert effective_perplexity(1.5, 7) == 1.5
+    assert effective_perplexity(30.0, 100) == 30.0    # the paper's setting is untouched
+    s = tsne_coordinates(np.random.default_rng(0).normal(size=(5, 3)), seed=0)  # 30 -> 4/3
     assert s.shape == (5,) and np.all(np.isfinite(s))
     with pytest.raises(ValueError, match="at least 2 classes"):
         tsne_coordinates(np.ones((1, 3)), seed=0)
+
+
+def test_tsne_of_ten_clustered_prototypes_does_not_collapse() -> None:
+    """Perplexity C − 1 made every class an equal neighbour and the 1-D embedding collapsed
+    to a point (every margin 0); the clamp keeps a spread and the clusters contiguous."""
+    rng = np.random.default_rng(3)
+    centers = np.array([[0.0] * 4, [6.0] * 4])
+    P = np.concatenate([centers[0] + rng.normal(size=(5, 4)), centers[1] + rng.normal(size=(5, 4))])
+    for seed in (0, 1):
+        s = tsne_coordinates(P, seed=seed)
+        assert s.std() > 1e-3
+        assert set(np.argsort(s)[:5].tolist()) in ({0, 1, 2, 3, 4}, {5, 6, 7, 8, 9})
 
 
 def test_dyswrm_similarity_is_standardised_and_learns() -> None:

@@ -65,7 +65,7 @@ def test_swrm_trains_with_eq4_of_its_own_window_weights_and_margins(inputs, spy_
 
 def test_swrm_records_the_tsne_settings_it_used(inputs):
     fit = get_recipe("swrm").fit_head(inputs, get_recipe("swrm").params({"W": 3}), [0])
-    assert fit.resolved["tsne_perplexity"] == len(CLASS_NAMES) - 1  # clamped to C − 1
+    assert fit.resolved["tsne_perplexity"] == (len(CLASS_NAMES) - 1) / 3  # clamped to (C − 1)/3
     assert fit.resolved["tsne_learning_rate"] == pytest.approx(len(CLASS_NAMES) / 8)
 
 
