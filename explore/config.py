@@ -31,21 +31,93 @@ def list_spaces(spaces_dir: Path = SPACES_DIR) -> list[str]:
     return sorted(p.stem for p in spaces_dir.glob("*.yaml") if not p.stem.startswith("_"))
 
 
+SWITCHES = ("dry_run", "verbose")
+"""Top-level flags of one command, not of the sweep: accepted whether or not a space's
+YAML declares them, never stored with the sweep."""
+
+
 def compose(name: str, overrides: list[str], spaces_dir: Path = SPACES_DIR) -> DictConfig:
-    """Compose ``search_spaces/<name>.yaml`` with Hydra overrides (``key=value``)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """Compose ``search_spaces/<name>.yaml`` with Hydra overrides (``key=value``). A bad
+    override is a one-line ``ConfigError`` naming the closest valid key or option."""
     from hydra.errors import HydraException
 
     known = list_spaces(spaces_dir)
     if name not in known:
-        raise ConfigError(f"unknown search space {name!r}; known spaces: {', '.join(known)}")
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown search space {name!r}{hint}; known spaces: {', '.join(known)}")
+    overrides = [_switch(o) for o in overrides]
     try:
-        with initialize_config_dir(config_dir=str(spaces_dir), version_base="1.3", job_name="explore"):
-            return hydra_compose(config_name=name, overrides=list(overrides))
+        return _hydra_compose(name, overrides, spaces_dir)
     except HydraException as exc:
         first_line = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"bad override for {name}: {first_line}") from None
+        named = _override_hint(name, overrides, spaces_dir)
+        raise ConfigError(f"bad override for {name}: {named or first_line}") from None
+
+
+def _hydra_compose(name: str, overrides: list[str], spaces_dir: Path) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(spaces_dir), version_base="1.3", job_name="explore"):
+        return hydra_compose(config_name=name, overrides=list(overrides))
+
+
+def _switch(override: str) -> str:
+    """``dry_run=true`` works without the key in the YAML (Hydra's ``++``: add or set)."""
+    key = override.partition("=")[0]
+    return f"++{override}" if key in SWITCHES and "=" in override else override
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain config, inner nodes included."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            out.append(path)
+            out += _flat_keys(value, path + ".")
+    return out
+
+
+def _override_hint(name: str, overrides: list[str], spaces_dir: Path) -> str | None:
+    """The first override Hydra cannot apply, said in one line with the closest valid key
+    (or config-group option); None when no override is to blame."""
+    from hydra.errors import HydraException
+
+    try:
+        plain = OmegaConf.to_container(_hydra_compose(name, [], spaces_dir), resolve=False)
+    except HydraException:
+        return None
+    keys = _flat_keys(plain)
+    groups = sorted(p.name for p in spaces_dir.iterdir() if p.is_dir())
+    for override in overrides:
+        if "=" not in override:
+            return (f"{override!r} is not an override: write key=value, e.g. num_samples=20 "
+                    f"(python -m explore.sweep {name} --help lists the keys)")
+        key, _, value = override.partition("=")
+        if key.startswith("+"):
+            continue  # an addition: the typed config checks it
+        key = key.lstrip("~")
+        if key in groups:
+            options = sorted(p.stem for p in (spaces_dir / key).glob("*.yaml"))
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" (did you mean {key}={close[0]}?)" if close else ""
+                return f"no {key} {value!r}{hint}; options: {', '.join(options)}"
+            continue
+        if key in keys:
+            continue
+        if key.startswith("space."):
+            return (f"{key} is not a knob of {name} (its knobs: "
+                    f"{', '.join(k for k in keys if k.count('.') == 1 and k.startswith('space.'))}"
+                    f"); add a knob with +{override}")
+        tail = key.rsplit(".", 1)[-1]  # the right name in the wrong place: epochs → backbone.epochs
+        close = [k for k in keys if k != key and k.rsplit(".", 1)[-1] == tail][:3]
+        close = close or difflib.get_close_matches(key, keys, n=1)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"no key {key!r}{hint}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,21 +184,41 @@ class KnobSpace:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    metric: str = "val_acc_overall"
-    """Optimised metric: the mean over seeds of a validation metric (never test)."""
-    mode: Literal["max", "min"] = "max"
+    objective: Literal["val_overall", "val_few", "few_within", "pareto"] = "val_overall"
+    """What the search optimises — means over seeds on the balanced validation split, never
+    test: val_overall, val_few, few_within (val few subject to val overall >= the
+    reference's minus ``tolerance`` points: Optuna's constraints) or pareto (few and overall
+    as two objectives: Optuna's multi-objective sampling)."""
+    tolerance: float = 1.0
+    """few_within: how many points of validation overall a configuration may lose."""
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = 6
     max_concurrent_trials: int = 2
 
     def __post_init__(self) -> None:
+        _choice("search.objective", self.objective,
+                ("val_overall", "val_few", "few_within", "pareto"))
         _choice("search.sampler", self.sampler, ("tpe", "random", "grid"))
-        _choice("search.mode", self.mode, ("max", "min"))
         _count("search.n_startup_trials", self.n_startup_trials, 0)
         _count("search.max_concurrent_trials", self.max_concurrent_trials, 1)
-        if not self.metric.startswith(("val_", "acc_", "top5_")):
-            raise ConfigError(f"search.metric={self.metric!r} must name a result metric, e.g. "
-                              "val_acc_overall or val_acc_few")
+        if not 0 < self.tolerance < 100:
+            raise ConfigError(f"search.tolerance={self.tolerance!r} must be in (0, 100) points")
+
+    @property
+    def metrics(self) -> list[str]:
+        """The result metrics the search optimises (all maximised)."""
+        if self.objective == "pareto":
+            return ["val_acc_few", "val_acc_overall"]
+        return ["val_acc_overall" if self.objective == "val_overall" else "val_acc_few"]
+
+    @property
+    def metric(self) -> str:
+        """The first (for progress and Tune's bookkeeping)."""
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return "max"
 
 
 @dataclass(frozen=True)
@@ -192,8 +284,15 @@ class SweepConfig:
     method_settings: dict[str, Any]
     """The ``method`` group without its name; the recipe validated them (see :func:`sweep_config`)."""
     space: dict[str, KnobSpace] = field(default_factory=dict)
+    dry_run: bool = False
+    """Check everything, print what would run and what is cached, train and write nothing."""
+    verbose: bool = False
+    """Show Ray's, Tune's and Optuna's own output (banners, hints, worker logs)."""
 
     def __post_init__(self) -> None:
+        for name in SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         _count("num_samples", self.num_samples, 1)
         _count("repeats", self.repeats, 1)
         _count("seed", self.seed, 0)
@@ -275,6 +374,8 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
         method=method_name,
         method_settings=method,
         space=space,
+        dry_run=raw.get("dry_run", False),
+        verbose=raw.get("verbose", False),
     )
 
 

@@ -368,6 +368,8 @@ class Plan:
     samples: dict[str, int]
     """Samples per split."""
     has_val: bool
+    reference: str
+    """The reference rows' model (``crt``, ``given``, a method's own reference, ...)."""
     steps: list[tuple[str, bool, str]]
     """(step, already cached, what it is) in the order :func:`prepare` runs them."""
 
@@ -416,7 +418,9 @@ def plan(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Plan:
         facts = DataFacts(dataset.num_classes, counts, cfg.splits,
                           tuple(dataset.aux_classes) if dataset.aux is not None else ())
         name = dataset.name
+    reference = cfg.base.name
     if recipe.posthoc and given:
+        reference = "given"
         steps.append(("base", True, "the given classifier.npz"))
     elif recipe.posthoc or recipe.reference_name is None:
         seeds = [cfg.seed] if recipe.posthoc else list(cfg.seeds)
@@ -427,6 +431,7 @@ def plan(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Plan:
             what += f" ({cached} of {len(seeds)} cached)"
         steps.append(("base", cached == len(seeds), what))
     else:
-        steps.append(("reference", False, f"{recipe.reference_name} on the features, "
+        reference = str(recipe.reference_name)
+        steps.append(("reference", False, f"{reference} on the features, "
                       f"{len(cfg.seeds)} seeds (trained by every sweep)"))
-    return Plan(name, facts, samples, samples.get("val", 0) > 0, steps)
+    return Plan(name, facts, samples, samples.get("val", 0) > 0, reference, steps)

@@ -51,6 +51,8 @@ def test_every_group_is_typed_once_and_the_head_group_is_shared():
     ("storage_uri=s3:/bucket/x", "storage_uri: storage URI 's3:/bucket/x'"),
     ("head.optimizer=rmsprop", "head: head training: optimizer='rmsprop'"),
     ("runner.head_placement=gpu", "runner.head_placement='gpu' must be one of"),
+    ("search.tolerance=2.5e2", "search.tolerance=250.0 must be in (0, 100) points"),
+    ("search.objective=few", "search.objective='few' must be one of"),
     ("method.rho=-1", "alphanet: alphanet: rho=-1"),
     ("dataset.n_max=0", "dataset.n_max must be an integer >= 1"),
     ("backbone.epochs=0", "epochs must be >= 1"),
@@ -75,7 +77,7 @@ def test_overrides_reach_the_typed_config():
 def test_group_defaults_merge_not_replace():
     cfg = load(["alphanet_rho"])
     assert cfg.search.sampler == "grid"
-    assert cfg.search.metric == "val_acc_overall"  # from _common, kept
+    assert cfg.search.metric == "val_acc_overall"  # from _common's objective, kept
 
 
 def test_unknown_space_and_bad_override():

@@ -168,28 +168,67 @@ def sample_pairs(
     ``i`` is a uniform sample (so y_i is drawn ∝ n_i), ``y_j ~ pair_probs[y_i]``, and
     ``j`` a uniform sample of class y_j. ``counts`` must equal the per-class counts
     of ``labels`` (all > 0). Returns two int64 arrays of length ``batch_size``.
+    A training loop draws many batches from the same labels: :class:`PairSampler` does
+    the checks and tables once and then draws exactly what this function draws.
     """
-    y = np.asarray(labels).astype(np.int64)
-    n = np.asarray(counts).astype(np.int64)
-    P = np.asarray(pair_probs.detach().cpu() if isinstance(pair_probs, torch.Tensor)
-                   else pair_probs, dtype=np.float64)
-    C = n.shape[0]
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
-    if P.shape != (C, C):
-        raise ValueError(f"pair_probs must be {C}×{C}, got {P.shape}")
-    if y.min() < 0 or y.max() >= C:
-        raise ValueError(f"labels must be class indices in [0, {C})")
-    if not np.array_equal(np.bincount(y, minlength=C), n):
-        raise ValueError("counts must equal the per-class counts of labels")
-    if np.any(n == 0):
-        raise ValueError(f"classes {np.flatnonzero(n == 0).tolist()} have no samples")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return PairSampler(labels, counts, pair_probs)(batch_size, rng)
 
-    idx_i = rng.integers(0, y.size, size=batch_size)
-    idx_j = draw_partners(y[idx_i], y, P, rng)
-    return idx_i.astype(np.int64), idx_j
+
+class PairSampler:
+    """:func:`sample_pairs` for fixed labels, counts and pair probabilities: the checks,
+    the cumulative rows of ``pair_probs`` and the samples grouped by class are computed
+    once (per call they cost far more than the draw itself: a C×C cumulative sum and a sort
+    of every label). ``sampler(batch_size, rng)`` makes the same generator calls in the same
+    order as ``sample_pairs``, so it returns the same pairs."""
+
+    def __init__(self, labels: np.ndarray, counts: np.ndarray, pair_probs: np.ndarray) -> None:
+        y = np.asarray(labels).astype(np.int64)
+        n = np.asarray(counts).astype(np.int64)
+        P = np.asarray(pair_probs.detach().cpu() if isinstance(pair_probs, torch.Tensor)
+                       else pair_probs, dtype=np.float64)
+        C = n.shape[0]
+        if y.ndim != 1 or y.size == 0:
+            raise ValueError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
+        if P.shape != (C, C):
+            raise ValueError(f"pair_probs must be {C}×{C}, got {P.shape}")
+        if y.min() < 0 or y.max() >= C:
+            raise ValueError(f"labels must be class indices in [0, {C})")
+        if not np.array_equal(np.bincount(y, minlength=C), n):
+            raise ValueError("counts must equal the per-class counts of labels")
+        if np.any(n == 0):
+            raise ValueError(f"classes {np.flatnonzero(n == 0).tolist()} have no samples")
+        self._labels = y
+        self._partners = _Partners(y, P)
+
+    def __call__(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        idx_i = rng.integers(0, self._labels.size, size=batch_size)
+        idx_j = self._partners.draw(self._labels[idx_i], rng)
+        return idx_i.astype(np.int64), idx_j
+
+
+class _Partners:
+    """The tables of :func:`draw_partners` for fixed labels and pair probabilities."""
+
+    def __init__(self, labels: np.ndarray, pair_probs: np.ndarray) -> None:
+        y = np.asarray(labels).astype(np.int64)
+        P = np.asarray(pair_probs, dtype=np.float64)
+        self.C = P.shape[0]
+        self.n = np.bincount(y, minlength=self.C)
+        # Inverse-CDF draw of y_j from row y_i; the last cumulative entry is forced to 1.
+        self.cdf = np.cumsum(P, axis=1)
+        self.cdf[:, -1] = 1.0
+        # Samples grouped by class: class c occupies by_class[start[c] : start[c] + n[c]].
+        self.by_class = np.argsort(y, kind="stable")
+        self.start = np.concatenate(([0], np.cumsum(self.n)[:-1]))
+
+    def draw(self, y_i: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = self.n
+        y_j = np.minimum((rng.random(len(y_i))[:, None] >= self.cdf[np.asarray(y_i)]).sum(axis=1),
+                         self.C - 1)
+        offset = np.minimum(np.floor(rng.random(len(y_i)) * n[y_j]).astype(np.int64), n[y_j] - 1)
+        return self.by_class[self.start[y_j] + offset].astype(np.int64)
 
 
 def draw_partners(y_i: np.ndarray, labels: np.ndarray, pair_probs: np.ndarray,
@@ -197,19 +236,7 @@ def draw_partners(y_i: np.ndarray, labels: np.ndarray, pair_probs: np.ndarray,
     """The partner of each given sample class: ``y_j ~ pair_probs[y_i]``, then a uniform
     sample of class y_j (Algorithm 1 once i is drawn). Returns indices into ``labels``;
     every class must have a sample."""
-    y = np.asarray(labels).astype(np.int64)
-    P = np.asarray(pair_probs, dtype=np.float64)
-    C = P.shape[0]
-    n = np.bincount(y, minlength=C)
-    # Inverse-CDF draw of y_j from row y_i; the last cumulative entry is forced to 1.
-    cdf = np.cumsum(P, axis=1)
-    cdf[:, -1] = 1.0
-    y_j = np.minimum((rng.random(len(y_i))[:, None] >= cdf[np.asarray(y_i)]).sum(axis=1), C - 1)
-    # Samples grouped by class: class c occupies by_class[start[c] : start[c] + n[c]].
-    by_class = np.argsort(y, kind="stable")
-    start = np.concatenate(([0], np.cumsum(n)[:-1]))
-    offset = np.minimum(np.floor(rng.random(len(y_i)) * n[y_j]).astype(np.int64), n[y_j] - 1)
-    return by_class[start[y_j] + offset].astype(np.int64)
+    return _Partners(labels, pair_probs).draw(y_i, rng)
 
 
 def mix(
@@ -287,6 +314,32 @@ def cosine_logits(
     t = _as_tensor(text_features).to(f.dtype)
     if f.ndim != 2 or t.ndim != 2:
         raise ValueError("image_features must be N×d and text_features C×D")
+    out = _cosine(f, projection, t, scale, text_is_unit=False)
+    return _like(out, image_features)  # type: ignore[return-value]
+
+
+def unit_text_rows(text_features: torch.Tensor) -> torch.Tensor:
+    """The L2-normalised text rows :func:`cosine_logits` divides by their norms on every call."""
+    return _normalise_rows(_as_tensor(text_features), "text_features")
+
+
+def cosine_logits_unit_text(
+    image_features: torch.Tensor,
+    projection: torch.Tensor | None,
+    unit_text: torch.Tensor,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """:func:`cosine_logits` with the text rows normalised beforehand by
+    :func:`unit_text_rows` (in the image features' dtype): the same logits, without
+    normalising all C text rows again on every call of a training loop."""
+    if image_features.ndim != 2 or unit_text.ndim != 2:
+        raise ValueError("image_features must be N×d and text_features C×D")
+    return _cosine(image_features, projection, unit_text.to(image_features.dtype), scale,
+                   text_is_unit=True)
+
+
+def _cosine(f: torch.Tensor, projection: ArrayT | None, t: torch.Tensor, scale: float,
+            text_is_unit: bool) -> torch.Tensor:
     if projection is not None:
         W = _as_tensor(projection).to(f.dtype)
         if W.ndim != 2 or W.shape[0] != f.shape[1]:
@@ -297,8 +350,7 @@ def cosine_logits(
             f"projected image features have width {f.shape[1]} but text features {t.shape[1]}"
         )
     f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)  # a zero image feature: cos 0
-    out = scale * f @ _normalise_rows(t, "text_features").T
-    return _like(out, image_features)  # type: ignore[return-value]
+    return scale * f @ (t if text_is_unit else _normalise_rows(t, "text_features")).T
 
 
 def text_distance(text_features: ArrayT) -> ArrayT:

@@ -129,10 +129,65 @@ def ns_loss(
         torch.tensor(math.log(lambda_s), dtype=z.dtype, device=z.device),
         torch.zeros((), dtype=z.dtype, device=z.device),
     )
+    return _like(_loss_from_terms(z, y, torch.log(n), log_lambda), logits)  # type: ignore[return-value]
+
+
+def _loss_from_terms(z: torch.Tensor, y: torch.Tensor, log_n: torch.Tensor,
+                     log_lambda: torch.Tensor) -> torch.Tensor:
     # The y entry is z_y + log n_y (λ_yy = 1), i.e. the "1 +" of eq. (4).
-    b = z + torch.log(n) + log_lambda
-    loss = torch.logsumexp(b, dim=1) - b.gather(1, y[:, None]).squeeze(1)
-    return _like(loss, logits)  # type: ignore[return-value]
+    b = z + log_n + log_lambda
+    return torch.logsumexp(b, dim=1) - b.gather(1, y[:, None]).squeeze(1)
+
+
+class NSLoss:
+    """:func:`ns_loss` with fixed counts, neighbour matrix and λ_s, for torch logits.
+
+    ``log n`` and the C×C matrix of ``log λ_yj`` (diagonal 0) are built once per dtype and
+    device; a call gathers the targets' rows of it. The per-sample losses are those of
+    ``ns_loss`` (the same values in the same operations), without rebuilding an N×C one-hot
+    mask and the logarithms on every batch.
+    """
+
+    def __init__(self, counts: np.ndarray | torch.Tensor, neighbor: np.ndarray | torch.Tensor,
+                 lambda_s: float) -> None:
+        _check_lambda_s(lambda_s)
+        n = _as_tensor(counts)
+        nb = _as_tensor(neighbor, dtype=torch.bool).bool()
+        C = n.shape[0] if n.ndim == 1 else -1
+        if n.ndim != 1 or nb.shape != (C, C):
+            raise ValueError(f"counts must be (C,) and neighbor C×C, got {tuple(n.shape)} and "
+                             f"{tuple(nb.shape)}")
+        if not bool(torch.all(n > 0)):
+            raise ValueError("counts must all be > 0 (every class, auxiliary ones included)")
+        self.num_classes = C
+        self._counts, self._neighbor, self._lambda_s = n, nb, float(lambda_s)
+        self._tables: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _table(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (dtype, device)
+        if key not in self._tables:
+            log_n = torch.log(self._counts.to(device).to(dtype))
+            off_diagonal = ~torch.eye(self.num_classes, dtype=torch.bool, device=device)
+            log_lambda = torch.where(
+                self._neighbor.to(device) & off_diagonal,
+                torch.tensor(math.log(self._lambda_s), dtype=dtype, device=device),
+                torch.zeros((), dtype=dtype, device=device),
+            )
+            self._tables[key] = (log_n, log_lambda)
+        return self._tables[key]
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses (N,) of ``logits`` N×C and class-index ``targets`` (N,)."""
+        y = targets.long()
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits must be N×{self.num_classes}, got shape {tuple(logits.shape)}")
+        N = logits.shape[0]
+        if y.shape != (N,):
+            raise ValueError(f"targets must have shape ({N},), got {tuple(y.shape)}")
+        if N and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"targets must be class indices in [0, {self.num_classes})")
+        log_n, log_lambda = self._table(logits.dtype, logits.device)
+        return _loss_from_terms(logits, y, log_n, log_lambda[y])
 
 
 def neighbor_matrix(num_targets: int, aux_parent: Sequence[int | Sequence[int]]) -> np.ndarray:

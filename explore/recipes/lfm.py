@@ -32,14 +32,16 @@ from explore.backbone.models import Preprocess, default_preprocess, load_batch
 from explore.data.types import ImageSplit
 from explore.methods.lfm import (
     LFMParams,
+    PairSampler,
     cosine_logits,
+    cosine_logits_unit_text,
     mix,
     mms_loss,
     pair_probabilities,
     sample_lambda,
-    sample_pairs,
     soft_cross_entropy,
     text_distance,
+    unit_text_rows,
 )
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import SplitThresholds
@@ -72,9 +74,17 @@ class CosineTextHead(nn.Module):
         self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
         self.scale = float(scale)
         self.projection = nn.Parameter(initial_projection(d_img, text.shape[1], seed))
+        self._unit: tuple[torch.Tensor, int, torch.dtype, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return cosine_logits(x, self.projection, self.get_buffer("text"), self.scale)
+        # = cosine_logits(x, self.projection, text, scale), with the text rows normalised
+        # once instead of per batch; redone if the buffer is replaced, written or cast.
+        text = self.get_buffer("text")
+        unit = self._unit
+        if unit is None or unit[0] is not text or unit[1] != text._version or unit[2] != x.dtype:
+            unit = (text, text._version, x.dtype, unit_text_rows(text.to(x.dtype)).detach())
+            self._unit = unit
+        return cosine_logits_unit_text(x, self.projection, unit[3], self.scale)
 
 
 def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
@@ -100,6 +110,7 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
     counts = np.bincount(labels, minlength=C)
     counts_t = torch.as_tensor(counts, dtype=torch.float32)
     probs = np.asarray(pair_probabilities(np.asarray(text, np.float64), params.tau))
+    pairs = PairSampler(labels, counts, probs) if params.mixup else None
     D = torch.as_tensor(text_distance(text), dtype=torch.float32) if params.mms else None
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -112,7 +123,8 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
 
     def mix_batch(x: torch.Tensor, y: torch.Tensor, epoch: int,
                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        i, j = sample_pairs(labels, counts, probs, len(x), rng)
+        assert pairs is not None  # mix is only plugged in with mixup
+        i, j = pairs(len(x), rng)  # = sample_pairs(labels, counts, probs, len(x), rng)
         lam = sample_lambda(params.beta_param, 1 if params.lambda_per_batch else len(x), rng)
         lam_x: float | torch.Tensor = (float(lam[0]) if params.lambda_per_batch
                                        else torch.from_numpy(lam).float())

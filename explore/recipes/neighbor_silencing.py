@@ -30,13 +30,13 @@ from torch import nn
 
 from explore.data.types import ImageSplit, LongTailDataset
 from explore.methods.neighbor_silencing import (
+    NSLoss,
     NSParams,
     aux_per_target_counts,
     drop_aux_logits,
     epoch_indices,
     find_neighbors,
     neighbor_matrix,
-    ns_loss,
     select_aux_classes,
 )
 from explore.methods.prototypes import class_means
@@ -113,12 +113,13 @@ def ns_plugins(counts: np.ndarray, neighbor: np.ndarray, lambda_s: float, num_ta
     epoch sampler: every target sample, at most ``aux_cap`` per auxiliary class."""
     n = torch.as_tensor(np.asarray(counts), dtype=torch.float32)
     nb = torch.as_tensor(np.asarray(neighbor), dtype=torch.bool)
+    ns = NSLoss(n, nb, lambda_s)  # = ns_loss(·, ·, n, nb, lambda_s), its tables built once
 
     def sample_indices(labels: np.ndarray, epoch: int, rng: np.random.Generator) -> np.ndarray:
         return epoch_indices(labels, num_targets, aux_cap, rng)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        return ns_loss(logits.float(), targets, n.to(logits.device), nb.to(logits.device), lambda_s)
+        return ns(logits.float(), targets)
 
     return Plugins(loss=loss, sample_indices=sample_indices)
 

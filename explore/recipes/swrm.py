@@ -140,17 +140,28 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     s_optimizer = torch.optim.Adam([s], lr=params.s_lr) if confusion else None
     records: dict[str, Any] = {"order_changes": 0}
 
+    # With the confusion objective the loss sees s detached and s moves only between epochs,
+    # so its windows, weights and margins are computed once per value of s, not per batch.
+    cached: dict[str, Any] = {}
+
+    def terms() -> tuple[torch.Tensor, torch.Tensor]:
+        if not confusion:  # s trains through the loss: a fresh graph every batch
+            return swrm_terms(n, similarity.standardised(), params)
+        current = s.detach()
+        if "s" not in cached or not torch.equal(cached["s"], current):
+            cached["s"] = current.clone()
+            cached["terms"] = swrm_terms(n, similarity.standardised().detach(), params)
+        return cached["terms"]
+
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         if epoch < start_epoch:
             return _cross_entropy(logits, targets)
-        coords = similarity.standardised()
         if confusion:
-            coords = coords.detach()
             with torch.no_grad():  # the model's confusions, for the epoch's update of s
                 probs = torch.softmax(logits.detach().double(), dim=1)
                 sums.index_add_(0, targets, probs.to(sums.device))
                 seen.index_add_(0, targets, torch.ones_like(targets, dtype=sums.dtype))
-        w, m = swrm_terms(n, coords, params)
+        w, m = terms()
         return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
 
     def on_epoch_end(epoch: int, model: torch.nn.Module, stats: dict[str, float]) -> None:

@@ -17,6 +17,7 @@ from explore.store.errors import (
     EntryNotFoundError,
     LockTimeoutError,
     StorageError,
+    StoragePermanentError,
     StorageUnreachableError,
     StorageURIError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "LockHeldError",
     "LockTimeoutError",
     "StorageError",
+    "StoragePermanentError",
     "StorageURIError",
     "StorageUnreachableError",
     "check_reachable",

@@ -8,6 +8,7 @@ __all__ = [
     "EntryNotFoundError",
     "LockTimeoutError",
     "StorageError",
+    "StoragePermanentError",
     "StorageURIError",
     "StorageUnreachableError",
 ]
@@ -15,6 +16,11 @@ __all__ = [
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and what to check, never a secret."""
+
+
+class StoragePermanentError(StorageError):
+    """The storage refused an operation for a reason retrying will not fix: no space left,
+    a read-only filesystem, no permission. Trials report it instead of being retried."""
 
 
 class StorageUnreachableError(StorageError):

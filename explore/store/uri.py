@@ -19,6 +19,7 @@ from the URI.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Any
@@ -27,7 +28,12 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from explore.store.errors import StorageError, StorageUnreachableError, StorageURIError
+from explore.store.errors import (
+    StorageError,
+    StoragePermanentError,
+    StorageUnreachableError,
+    StorageURIError,
+)
 
 __all__ = [
     "StorageError",
@@ -254,7 +260,19 @@ def describe_failure(exc: BaseException, uri: str, what: str) -> StorageError:
             )
         )
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StorageError(redact(f"{what} failed for {uri}: {first_line}"))
+    kind = StoragePermanentError if _is_permanent(exc) else StorageError
+    return kind(redact(f"{what} failed for {uri}: {first_line}"))
+
+
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+_PERMANENT_TEXT = ("No space left", "Read-only file system", "Permission denied", "Disk quota")
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """Disk full, read-only or forbidden: the same call will fail again."""
+    if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
+        return True
+    return any(m in str(exc) for m in _PERMANENT_TEXT)
 
 
 def check_reachable(fs: pafs.FileSystem, path: str, uri: str | None = None) -> None:

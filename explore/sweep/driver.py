@@ -3,19 +3,25 @@
 Order of work: validate the config and every knob's range → reach storage → connect
 to (or start) Ray → prepare features and the base model (cached) → run the Tuner
 (trial rows land as Parquet as trials finish) → record failed trials → print the
-summary and, last, ``results: <uri>``.
+summary and, last, ``results: <uri>``. With ``dry_run=true`` it stops after the checks
+that need no Ray and no training, and prints what would run (:func:`dry_run`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import secrets
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from explore.recipes import Recipe, RecipeError, get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance, build_row
+from explore.store import StoragePermanentError
 from explore.store import uri as storage
 from explore.sweep.study import StudyJournal, reconcile_study
 
@@ -81,21 +88,52 @@ def checked_space(cfg: SweepConfig, recipe: Recipe, facts: Any) -> dict[str, Kno
     return out
 
 
-def _init_ray() -> None:
+def _init_ray(verbose: bool = False) -> None:
     """Connect to ``RAY_ADDRESS`` when it is set (a Ray job sets it); otherwise start a
-    local cluster of our own, whatever address file an earlier ``ray start`` left behind."""
+    local cluster of our own, whatever address file an earlier ``ray start`` left behind.
+    Workers' logs reach the terminal only with ``verbose`` (progress comes through
+    explore's own channels)."""
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        log.info("ray: connecting to the running cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
-    else:
-        log.info("ray: starting a local cluster")
-        # trial_driver: the resource Train-in-Tune trial drivers hold instead of a CPU.
-        ray.init(address="local", resources={"trial_driver": 2}, log_to_driver=False)
+    with _start_up_chatter_kept(verbose):
+        if address:
+            log.info("ray: connecting to the running cluster at %s", address)
+            ray.init(address=address, log_to_driver=verbose)
+        else:
+            log.info("ray: starting a local cluster")
+            # trial_driver: the resource Train-in-Tune trial drivers hold instead of a CPU.
+            context = ray.init(address="local", resources={"trial_driver": 2},
+                               log_to_driver=verbose)
+            if context.dashboard_url:
+                log.info("ray: dashboard at http://%s", context.dashboard_url)
+
+
+@contextlib.contextmanager
+def _start_up_chatter_kept(verbose: bool) -> Iterator[None]:
+    """Ray's core writes start-up notes straight to file descriptor 2 (e.g. that it could
+    not reach 8.8.8.8 to find its own address); without ``verbose`` they are kept back and
+    shown only when the start fails."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                kept.seek(0)
+                sys.stderr.write(kept.read().decode(errors="replace"))
+                sys.stderr.flush()
 
 
 def _sweep_location(cfg: SweepConfig) -> tuple[SweepLayout, bool]:
@@ -131,7 +169,7 @@ def _load_config(layout: SweepLayout) -> dict[str, Any]:
         raise storage.describe_failure(exc, layout.config, "reading the sweep config") from None
 
 
-_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri")
+_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri", "dry_run", "verbose")
 
 
 def _resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any],
@@ -167,6 +205,8 @@ def _resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any
     resumed = sweep_config(OmegaConf.create({k: v for k, v in raw.items()
                                              if k not in ("space_name", "sweep_id", "overrides")}),
                            stored_space)
+    # This command's switches, not the stored run's.
+    resumed = dataclasses.replace(resumed, dry_run=cfg.dry_run, verbose=cfg.verbose)
     return resumed, raw
 
 
@@ -185,11 +225,15 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.sweep.trial import TrialContext
 
     overrides = list(overrides or [])
+    raw = {k: v for k, v in raw.items() if k not in ("dry_run", "verbose")}  # not the sweep's
     layout, resuming = _sweep_location(cfg)
     store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
     lock = None
     if resuming:
         cfg, raw = _resumed_config(cfg, layout, _load_config(layout), overrides)
+    if cfg.dry_run:
+        return dry_run(cfg, layout, resuming, store)
+    if resuming:
         from explore.sweep.study import SweepLock
 
         lock = SweepLock(layout)
@@ -198,7 +242,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     if cfg.mode == "full":
         _check_full_mode(cfg, recipe)
     try:
-        _init_ray()
+        _init_ray(cfg.verbose)
         prepared = prepare(cfg, recipe, store)
         space = checked_space(cfg, recipe, prepared.facts)
         if cfg.search.metric.startswith("val_") and not prepared.reference.results[0].val:
@@ -227,7 +271,9 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             backbone=cfg.backbone if cfg.mode == "full" else None,
         )
         _write_reference_rows(ctx, prepared)
-        _run_trials(cfg, ctx, space, num_samples, resuming)
+        val = [r.val["acc_overall"] for r in prepared.reference.results if "acc_overall" in r.val]
+        _run_trials(cfg, ctx, space, num_samples, resuming,
+                    float(sum(val) / len(val)) if val else None)
     finally:
         if lock is not None:
             lock.release()
@@ -245,6 +291,113 @@ def _count_configurations(cfg: SweepConfig, space: dict[str, KnobSpace]) -> int:
         log.info("grid search: %d configurations", size)
         return size
     return cfg.num_samples
+
+
+def _finite_size(space: dict[str, KnobSpace]) -> int | None:
+    """How many configurations a space without a continuous knob has (None: unbounded)."""
+    from explore.sweep import search
+
+    values = search.space_values(space)
+    return None if values is None else math.prod(len(v) for v in values.values())
+
+
+def dry_run(cfg: SweepConfig, layout: SweepLayout, resuming: bool, store: Any) -> str:
+    """``dry_run=true``: check the config, the data (or the features to import) and the
+    storage, then print what would run — configurations × seeds, where trials would be
+    placed, which steps are cached. Starts no Ray, trains nothing, writes nothing.
+    Returns the URI the results would have."""
+    from explore.pipeline import plan
+
+    recipe = get_recipe(cfg.method)
+    if cfg.mode == "full":
+        _check_full_mode(cfg, recipe)
+    found = plan(cfg, recipe, store)
+    space = checked_space(cfg, recipe, found.facts)
+    if cfg.search.metric.startswith("val_") and not found.has_val:
+        raise ConfigError(
+            f"search.metric={cfg.search.metric} needs a validation split, and this data has "
+            "none: set dataset.val_per_class (and lower dataset.n_max) or give features with "
+            "val.npz")
+    num_samples = _count_configurations(cfg, space)
+    finite = _finite_size(space)
+    finished = 0
+    if resuming:
+        finished = len(writer.finished_trials(layout))
+    to_run = num_samples if finite is None else min(num_samples, finite)
+    to_run = max(to_run - finished, 0)
+    facts = found.facts
+    lines = [f"dry run of {cfg.space_name}: nothing is trained or written", ""]
+    lines.append(f"  storage    {_storage_note(layout.storage_uri)}")
+    lines.append(f"  data       {found.dataset_name}: {facts.num_classes} classes ("
+                 f"{facts.num_base_classes} with >= {cfg.splits.few_below} training samples), "
+                 + ", ".join(f"{n} {k}" for k, n in found.samples.items()))
+    lines.append(f"  method     {recipe.name} (mode={cfg.mode}), against the reference "
+                 f"{found.reference}")
+    lines.append("  knobs      " + "; ".join(f"{name} {_range(knob)}" for name, knob in space.items()))
+    search_line = (f"{cfg.search.sampler}, objective {cfg.search.objective} "
+                   f"({', '.join(cfg.search.metrics)})"
+                   if any(k.type != "fixed" for k in space.values()) else "none (every knob pinned)")
+    lines.append(f"  search     {search_line}")
+    size = f" (the space has {finite})" if finite is not None and finite < num_samples else ""
+    lines.append(f"  trials     {to_run} configuration(s){size} × {cfg.repeats} seeds "
+                 f"({', '.join(map(str, cfg.seeds))}) = {to_run * cfg.repeats} runs"
+                 + (f"; resuming {layout.sweep_id}: {finished} finished trial(s) kept"
+                    if resuming else ""))
+    lines.append(f"  placement  {_placement(cfg)}")
+    lines.append("  before the first trial (each step cached in the store):")
+    for step, cached, what in found.steps:
+        lines.append(f"    {step:<10} {'cached   ' if cached else 'would run'}  {what}")
+    lines.append(f"  results    {layout.results}" + ("" if resuming else " (a new sweep id each run)"))
+    print("\n".join(lines), flush=True)
+    return layout.results
+
+
+def _range(knob: KnobSpace) -> str:
+    if knob.type in ("int", "float"):
+        low, high = knob.range()
+        return f"{knob.type} {low:g}..{high:g}" + (" (log)" if knob.log else "")
+    if knob.type == "categorical":
+        return " | ".join(str(c) for c in knob.choices)
+    return f"= {knob.value} (pinned)"
+
+
+def _storage_note(uri: str) -> str:
+    """Reachable (the store's own check ran already); locally: writable, or creatable."""
+    if storage.is_s3(uri):
+        return f"{uri}: bucket reachable"
+    path = Path(storage.resolve(uri)[1])
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise storage.StorageError(f"storage_uri {uri}: {existing} is not writable")
+    return f"{path}: " + ("exists, writable" if path.exists() else
+                          f"would be created (under {existing}, writable)")
+
+
+def _placement(cfg: SweepConfig) -> str:
+    address = os.environ.get("RAY_ADDRESS")
+    cluster = (f"the running Ray cluster at {address}" if address else
+               f"a local Ray cluster started by this command ({os.cpu_count()} CPUs here)")
+    if cfg.mode == "full":
+        where = (f"each trial trains the backbone with the method as a Ray Train job, "
+                 f"{cfg.backbone.num_workers} worker(s) per seed (the trial holds 'trial_driver')")
+    elif cfg.runner.head_placement == "ray_train":
+        where = "each trial runs a one-worker Ray Train job (the trial holds 'trial_driver')"
+    else:
+        where = (f"each trial trains its seeds inside its Tune trial ({cfg.runner.cpus_per_trial:g}"
+                 f" CPU, {cfg.runner.gpus_per_trial:g} GPU)")
+    return (f"{cluster};\n             {where}; at most {_max_concurrent_guess(cfg)} trial(s) "
+            "at a time")
+
+
+def _max_concurrent_guess(cfg: SweepConfig) -> int:
+    """:func:`_max_concurrent` without asking Ray (full mode: this machine's CPUs)."""
+    if cfg.mode != "full":
+        return cfg.search.max_concurrent_trials
+    workers = cfg.backbone.num_workers * cfg.runner.cpus_per_trial
+    fits = int((os.cpu_count() or 1) // max(workers, 1e-9))
+    return max(1, min(cfg.search.max_concurrent_trials, fits))
 
 
 def _close(layout: SweepLayout, cfg: SweepConfig) -> str:
@@ -290,7 +443,7 @@ def _write_reference_rows(ctx: Any, prepared: Any) -> None:
 
 
 def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_samples: int,
-                resuming: bool) -> None:
+                resuming: bool, reference_val_overall: float | None = None) -> None:
     """Run the sweep's trials with Ray Tune and the Optuna searcher; on a resume, only
     the ones not finished yet."""
     from ray import tune
@@ -303,27 +456,35 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
     storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
     journal = StudyJournal(ctx.layout)
     study_storage = search.journal_storage(journal.local_path(fetch=resuming))
+    log.info("live view: optuna-dashboard %s  (pip install 'explore[dashboard]')", journal.path)
     remaining, run_name = num_samples, "tune"
     if resuming:
         # Resume from what is durable: finished trials' Parquet files and the Optuna
         # study. Finished trials are kept and never rerun; the rest run as new trials.
         finished = writer.finished_trials(ctx.layout)
-        reconcile_study(study_storage, ctx.layout.sweep_id, finished, list(space), cfg.search.metric)
+        reconcile_study(study_storage, ctx.layout.sweep_id, finished, list(space),
+                        cfg.search.metrics)
         remaining = num_samples - len(finished)
         run_name = f"tune-resume-{len(list(_tune_runs(fs, sweep_path)))}"
         log.info("resume %s: %d finished trial(s) kept, %d to run", ctx.layout.sweep_id,
                  len(finished), max(remaining, 0))
     if remaining > 0:
-        progress = ProgressReporter(remaining, cfg.search.metric, ctx, on_trial_end=journal.upload)
+        finite = _finite_size(space)
+        total = remaining if finite is None else max(min(remaining, finite - (num_samples
+                                                                              - remaining)), 1)
+        progress = ProgressReporter(total, cfg.search.metric, ctx, on_trial_end=journal.upload,
+                                    mode=cfg.search.mode)
         tuner = tune.Tuner(
             fn,
             param_space=search.param_space(space),
             tune_config=tune.TuneConfig(
-                metric=cfg.search.metric,
-                mode=cfg.search.mode,
+                # Two objectives (pareto) live in the searcher only: Tune takes one metric.
+                metric=None if len(cfg.search.metrics) > 1 else cfg.search.metric,
+                mode=None if len(cfg.search.metrics) > 1 else cfg.search.mode,
                 # With no swept knob there is nothing to search (Optuna would have no
                 # distribution): Tune runs the one configuration by itself.
-                search_alg=search.searcher(cfg, space, ctx.layout.sweep_id, study_storage)
+                search_alg=search.searcher(cfg, space, ctx.layout.sweep_id, study_storage,
+                                           reference_val_overall)
                 if any(knob.type != "fixed" for knob in space.values()) else None,
                 num_samples=remaining,
                 max_concurrent_trials=_max_concurrent(cfg),
@@ -335,11 +496,34 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=cfg.runner.max_failures),
                 callbacks=[progress],
-                verbose=0,
+                verbose=1 if cfg.verbose else 0,
             ),
         )
-        tuner.fit()
+        try:
+            with _tune_output(cfg.verbose):
+                tuner.fit()
+        finally:
+            progress.close()
+        if progress.storage_errors:  # disk full, read-only, forbidden: say it once, exit 2
+            raise StoragePermanentError(progress.storage_errors[0])
     journal.upload()
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``, Tune's legacy output engine at verbose=0, which prints nothing:
+    no experiment box, no TensorBoard hint at a temporary path (the new engine prints both
+    at any verbosity). The variable is read when the run starts, and restored after."""
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
 def _check_full_mode(cfg: SweepConfig, recipe: Recipe) -> None:

@@ -92,9 +92,10 @@ class Progress:
         self.n: float = 0
         self.text = ""
         self.start = time.monotonic()
-        self._rate_from: tuple[float, float] | None = None  # (n, time) of the first update
+        # (n, time) the rate counts from: the start when the amount of work is known
+        self._rate_from: tuple[float, float] | None = (0, self.start) if total else None
         self._last_line = -math.inf
-        self._printed_n: float | None = None
+        self._printed: tuple[float, str] | None = None  # (n, text) of the last plain line
         self._lock = threading.RLock()
         self._closed = False
         self._bar: tqdm | None = None
@@ -146,8 +147,10 @@ class Progress:
         with self._lock:
             self.total, self.n, self._rate_from = total, n, (n, time.monotonic())
             if self._bar is not None:
+                started = self._bar.start_t
                 self._bar.bar_format = self._format(total)
                 self._bar.reset(total=total)
+                self._bar.start_t = started  # elapsed keeps counting from the step's start
                 if n:
                     self._bar.update(n)
 
@@ -209,7 +212,7 @@ class Progress:
         elif self.n:
             count = f"{fmt_value(self.n)} {self.unit}"
         times = f"{fmt_seconds(elapsed)} elapsed"
-        if not final and self.total:
+        if not final and self.total and math.isfinite(self.remaining()):
             times += f", ~{fmt_seconds(self.remaining())} left"
         parts = [p for p in (count, self.text, f"[{times}]") if p]
         return f"{self.desc}: " + "  ".join(parts)
@@ -219,9 +222,9 @@ class Progress:
         gap = now - self._last_line
         if not (force or gap >= self.interval or (important and gap >= MIN_GAP_S)):
             return
-        if not force and self._printed_n == self.n and not important:
-            return
-        self._last_line, self._printed_n = now, self.n
+        if self._printed == (self.n, self.text) and (final or not (force or important)):
+            return  # nothing new to say
+        self._last_line, self._printed = now, (self.n, self.text)
         print(self.status(final=final), file=self.stream, flush=True)
 
     def _tick(self) -> None:
@@ -229,10 +232,13 @@ class Progress:
             with self._lock:
                 if self._closed:
                     return
-                if self._bar is not None:
-                    self._bar.refresh()
-                elif time.monotonic() - self._last_line >= self.interval:
-                    self._line(force=True)  # a heartbeat: the step is still going
+                try:
+                    if self._bar is not None:
+                        self._bar.refresh()
+                    elif time.monotonic() - self._last_line >= self.interval:
+                        self._line(force=True)  # a heartbeat: the step is still going
+                except (OSError, ValueError):  # the stream went away: stop showing
+                    return
 
 
 class EpochProgress:
@@ -272,12 +278,12 @@ class EpochProgress:
         self.bar.close(text)
 
 
-class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Log lines go above any bar instead of through it."""
+class _TqdmHandler(logging.Handler):
+    """Log lines go to the current stdout, above any bar instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=sys.stdout)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -285,10 +291,13 @@ class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def setup_logging(verbose: bool = False) -> None:
     """explore's ``[explore]`` lines on stdout; Ray's, Tune's and Optuna's own chatter
     (banners, hints, study-created lines) only with ``verbose``."""
-    handler = _TqdmHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("[explore] %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("[explore] %(message)s"))
+        # basicConfig-style handlers on stdout would print every line twice
+        root.handlers[:] = [h for h in root.handlers if getattr(h, "stream", None)
+                            not in (sys.stdout, sys.__stdout__)] + [handler]
     root.setLevel(logging.INFO)
     quiet_third_parties(verbose)
 
@@ -318,15 +327,28 @@ class ProgressReporter(Callback):
 
     def __init__(self, total: int, metric: str, ctx: Any, on_trial_end: Any = None,
                  mode: str = "max") -> None:
+        self.storage_errors: list[str] = []
+        """Permanent storage failures trials reported (the driver ends the sweep with one)."""
         self.total, self.metric, self.ctx, self.mode = total, metric, ctx, mode
         self.on_trial_end: Callable[[], None] = on_trial_end or (lambda: None)
         self.finished = 0
         self.running = 0
         self.best: tuple[float, dict[str, Any]] | None = None
         self.start = time.monotonic()
-        self.bar = Progress("sweep", total, "trial", tick=True)
+        self._bar: Progress | None = None
         self._last_trial_line = -math.inf
-        self._note()
+
+    @property
+    def bar(self) -> Progress:
+        """Made on first use: Tune pickles its callbacks with the experiment state first."""
+        if self._bar is None:
+            self.start = time.monotonic()
+            self._bar = Progress("sweep", self.total, "trial", tick=True)
+            self._note()
+        return self._bar
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_bar": None}  # a bar (a thread, a lock) stays here
 
     def _note(self, important: bool = False) -> None:
         parts = [f"{self.running} running"]
@@ -350,15 +372,22 @@ class ProgressReporter(Callback):
             self.bar.write(line)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from explore.sweep.trial import STORAGE_ERROR
+
+        result = trial.last_result or {}
+        if result.get(STORAGE_ERROR):  # a permanent storage failure the trial did not retry
+            self.storage_errors.append(str(result[STORAGE_ERROR]))
+            self._failed(trial, str(result[STORAGE_ERROR]))
+            return
         self.finished += 1
         self.running = max(self.running - 1, 0)
-        result = trial.last_result or {}
         value = float(result.get(self.metric, math.nan))
         better = not math.isnan(value) and (
             self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0]))
         if better:
             self.best = (value, dict(trial.config))
         knobs = fmt_knobs(trial.config)
+        self._advance()
         left = self.bar.remaining()
         self._trial_line(
             f"[{self.finished}/{self.total}] {knobs}: {self.metric} {value:.4f}"
@@ -368,25 +397,28 @@ class ProgressReporter(Callback):
             f"{result.get('trial_seconds', math.nan):.1f} s, "
             f"{fmt_seconds(time.monotonic() - self.start)} elapsed"
             + (f", ~{fmt_seconds(left)} left" if self.finished < self.total
-               and math.isfinite(left) else "") + ")" + ("  *best*" if better else ""),
+               and math.isfinite(left) else "") + ")" + ("  best so far" if better else ""),
             important=better)
-        self._advance()
         writer.delete_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)))
         self.on_trial_end()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failed(trial, _error_line(trial))
+
+    def _failed(self, trial: Any, message: str) -> None:
+        """A trial that failed for good: its line, and status=error rows (if the store takes
+        them)."""
         from explore.sweep.trial import error_rows
 
         self.finished += 1
         self.running = max(self.running - 1, 0)
-        message = _error_line(trial)
+        self._advance()
         self._trial_line(f"[{self.finished}/{self.total}] trial {trial.trial_id} "
                          f"({fmt_knobs(trial.config)}) failed: {message}", important=True)
-        self._advance()
-        if SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout):
-            return  # its rows were written before the failure (e.g. lost while reporting)
-        rows = error_rows(self.ctx, dict(trial.config), trial.trial_id, message)
         try:
+            if SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout):
+                return  # its rows were written before the failure (e.g. lost while reporting)
+            rows = error_rows(self.ctx, dict(trial.config), trial.trial_id, message)
             writer.write_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)), rows)
         except StorageError as exc:  # the store itself is failing: say so, keep the driver up
             log.error("could not record the failure of trial %s: %s", trial.trial_id, exc)
@@ -400,8 +432,9 @@ class ProgressReporter(Callback):
         self.close()
 
     def close(self) -> None:
-        self._note()
-        self.bar.close()
+        if self._bar is not None:
+            self._note()
+            self._bar.close()
 
 
 def _error_line(trial: Any) -> str:

@@ -38,6 +38,7 @@ def grid_size(space: dict[str, KnobSpace]) -> int:
 def sampler(cfg: SweepConfig, space: dict[str, KnobSpace]) -> optuna.samplers.BaseSampler:
     """A seeded sampler: the same config and seed propose the same trials."""
     if cfg.search.sampler == "tpe":
+        # few_within: TPE models feasibility from each trial's constraint (set_constraint).
         return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.search.n_startup_trials)
     if cfg.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
@@ -61,8 +62,9 @@ class ExploreOptunaSearch(OptunaSearch):
     RESAMPLES_BEFORE_ENQUEUE = 10
 
     def __init__(self, *args: Any, space_values: dict[str, list[Any]] | None = None, seed: int = 0,
-                 **kwargs: Any) -> None:
+                 overall_floor: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._overall_floor = overall_floor
         # A finite space: every configuration, in a seeded order, to fall back on.
         self._all: list[dict[str, Any]] | None = None
         if space_values is not None:
@@ -106,11 +108,27 @@ class ExploreOptunaSearch(OptunaSearch):
         """Configurations proposed so far → their value (None while running)."""
         known: dict[tuple, float | None] = {}
         for t in self._study.get_trials(deepcopy=False):
-            if t.state == optuna.trial.TrialState.COMPLETE:
-                known[_config_key(t.params)] = t.value
+            if t.state == optuna.trial.TrialState.COMPLETE:  # (values: one or two objectives)
+                known[_config_key(t.params)] = t.values[0] if t.values else None
             elif t.state == optuna.trial.TrialState.RUNNING and t.params:
                 known.setdefault(_config_key(t.params), None)
         return known
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        """Before the value is told: the trial's per-split validation and test means as
+        user attributes, so the study alone (optuna-dashboard) shows them, and Tune's
+        trial id, the ``trial_id`` of its rows in the results."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and result and trial_id not in self._completed_trials:
+            ot_trial.set_user_attr("trial_id", trial_id)
+            for name, value in result_attrs(result).items():
+                ot_trial.set_user_attr(name, value)
+            if self._overall_floor is not None:
+                overall = float(result.get("val_acc_overall", math.nan))
+                violation = self._overall_floor - overall if math.isfinite(overall) else 1.0
+                ot_trial.set_constraint(CONSTRAINT, violation)
+        super().on_trial_complete(trial_id, result, error)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """After a hard kill the pickled searcher can be older than the persisted study,
@@ -120,6 +138,19 @@ class ExploreOptunaSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
+
+
+def result_attrs(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics of a trial's result (means over seeds) worth keeping in the study; a
+    NaN (a split without samples) is left out — JSON has no NaN."""
+    from explore.sweep.trial import SUMMARY_METRICS
+
+    out = {}
+    for name in (*SUMMARY_METRICS, "num_seeds"):
+        value = result.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out
 
 
 def _config_key(params: dict[str, Any]) -> tuple:
@@ -134,14 +165,30 @@ def space_values(space: dict[str, KnobSpace]) -> dict[str, list[Any]] | None:
     return {name: knob.values() for name, knob in swept.items()}
 
 
+CONSTRAINT = "val_overall_floor"
+"""few_within's constraint on a study trial: ``reference val overall − tolerance − val
+overall`` (feasible when <= 0), read by Optuna's constrained samplers."""
+
+
 def searcher(
-    cfg: SweepConfig, space: dict[str, KnobSpace], study_name: str, storage: optuna.storages.BaseStorage
+    cfg: SweepConfig, space: dict[str, KnobSpace], study_name: str,
+    storage: optuna.storages.BaseStorage, reference_val_overall: float | None = None,
 ) -> OptunaSearch:
+    """The Optuna searcher of ``search.objective``: one metric, or two (pareto); for
+    few_within, ``reference_val_overall`` (the reference's validation mean) sets the bound."""
+    metrics = cfg.search.metrics
+    floor = None
+    if cfg.search.objective == "few_within":
+        if reference_val_overall is None:
+            raise ConfigError("search.objective=few_within needs the reference's validation "
+                              "accuracy (a validation split)")
+        floor = reference_val_overall - cfg.search.tolerance / 100.0
     return ExploreOptunaSearch(
         space_values=space_values(space),
         seed=cfg.seed,
-        metric=cfg.search.metric,
-        mode=cfg.search.mode,
+        overall_floor=floor,
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=["max"] * len(metrics) if len(metrics) > 1 else "max",
         sampler=sampler(cfg, space),
         study_name=study_name,
         storage=storage,

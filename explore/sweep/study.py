@@ -84,13 +84,15 @@ def reconcile_study(
     study_name: str,
     finished: pd.DataFrame,
     knobs: list[str],
-    metric: str,
+    metrics: str | list[str],
 ) -> None:
     """Make the study agree with the results after a hard kill. A trial left RUNNING
     whose configuration has finished rows is told COMPLETE with their mean metric; any
     other RUNNING trial was interrupted: it is marked FAIL and its configuration is
     enqueued, so the resumed sweep runs it first (a grid sampler would otherwise count
-    a FAILed configuration as visited and never run it)."""
+    a FAILed configuration as visited and never run it). ``metrics``: the study's
+    objectives (two for a Pareto search)."""
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
     try:
         study = optuna.load_study(study_name=study_name, storage=study_storage)
     except KeyError:
@@ -101,15 +103,15 @@ def reconcile_study(
         for name in knobs:
             if name in trial.params and name in match:
                 match = match[match[name].astype(object) == trial.params[name]]
-        value = float(match.iloc[0][metric]) if len(match) else math.nan
+        values = [float(match.iloc[0][n]) if len(match) else math.nan for n in names]
         if len(match):
             unmatched = unmatched[unmatched.trial_id != match.iloc[0].trial_id]
-        if math.isnan(value):
+        if any(math.isnan(v) for v in values):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             if not len(match) and trial.params:
                 study.enqueue_trial(dict(trial.params))
         else:
-            study.tell(trial.number, value)
+            study.tell(trial.number, values if len(values) > 1 else values[0])
     _requeue_failed(study, finished, knobs)
 
 

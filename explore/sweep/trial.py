@@ -27,8 +27,11 @@ from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from explore.training.outcome import Fit, SeedResult
 
-__all__ = ["SUMMARY_METRICS", "TrialContext", "full_trainable", "load_inputs", "rows_of_trial",
+__all__ = ["STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "full_trainable", "load_inputs", "rows_of_trial",
            "run_configuration", "summarize_rows", "train_job_trainable", "trainable"]
+
+STORAGE_ERROR = "explore_storage_error"
+"""The key of a trial's report that carries a permanent storage failure."""
 
 SUMMARY_METRICS = ("val_acc_overall", "val_acc_many", "val_acc_medium", "val_acc_few",
                    "acc_overall", "acc_many", "acc_medium", "acc_few", "top5_overall",
@@ -150,9 +153,18 @@ def rows_of_trial(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> li
 def _report(config: dict[str, Any], ctx: TrialContext, report: Any) -> None:
     from ray import tune
 
+    from explore.store import StoragePermanentError
+
     trial_id = tune.get_context().get_trial_id()
     started = time.perf_counter()
-    rows = rows_of_trial(ctx, dict(config), trial_id)
+    try:
+        rows = rows_of_trial(ctx, dict(config), trial_id)
+    except StoragePermanentError as exc:
+        # Disk full, read-only, forbidden: a retry would fail the same way, so the trial
+        # reports the error (the driver records it and ends the sweep with one line)
+        # instead of raising into Tune's retries.
+        report({**summarize_rows([]), STORAGE_ERROR: str(exc)})
+        return
     # trial_seconds: the work itself, so that the sweep's overhead can be measured around it.
     report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
 

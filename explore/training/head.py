@@ -172,7 +172,8 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
                  order: torch.Tensor, batch_size: int, loss_fn: Callable[..., torch.Tensor],
                  plugins: Plugins, epoch: int, rng: np.random.Generator) -> dict[str, float]:
     model.train()
-    total, seen = 0.0, 0
+    losses: list[torch.Tensor] = []
+    sizes: list[int] = []
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         inputs, targets = x[idx], y[idx]
@@ -182,9 +183,16 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         opt.step()
-        total += float(batch_loss.detach()) * len(idx)
-        seen += len(idx)
-    return {"train_loss": total / max(seen, 1)}
+        losses.append(batch_loss.detach())  # read once after the epoch, not per batch
+        sizes.append(len(idx))
+    total = 0.0
+    for value, size in zip(torch.stack(losses).tolist() if losses else [], sizes):
+        total += value * size  # the same float64 sum, in the same order, as per batch
+    return {"train_loss": total / max(sum(sizes), 1)}
+
+
+_PREDICT_BATCH = 8192
+"""Rows per forward pass when predicting (the default of :func:`predict_logits`)."""
 
 
 @torch.no_grad()
@@ -194,9 +202,13 @@ def predict_logits(model: nn.Module, features: np.ndarray, batch_size: int = 819
     return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
 
+@torch.no_grad()
 def top1(model: nn.Module, split: Arrays) -> float:
-    pred = predict_logits(model, split[0]).argmax(1).numpy()
-    return float((pred == np.asarray(split[1])).mean())
+    # predict_logits' blocks, each reduced to its argmax: no N×C concatenation per epoch.
+    model.eval()
+    x, step = tensor_view(split[0]), _PREDICT_BATCH
+    pred = torch.cat([model(x[s : s + step]).argmax(1) for s in range(0, len(x), step)])
+    return float((pred.numpy() == np.asarray(split[1])).mean())
 
 
 def evaluate_model(model: nn.Module, split: Arrays, split_of_class: np.ndarray) -> dict[str, float]:

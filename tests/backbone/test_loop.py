@@ -133,7 +133,7 @@ def test_extra_plugin_parameters_are_trained_and_saved():
     train_backbone(fresh_cnn(), bars(64, 0), None, BackboneTrainConfig(epochs=1, batch_size=32),
                    plugins, report=lambda m, s: states.append(s))
     assert temperature.item() != 1.0
-    assert states[-1]["hook_parameters"][0].item() == temperature.item()
+    assert states[-1]["plugin_parameters"][0].item() == temperature.item()
 
 
 def test_epoch_end_plugin_extends_the_report_and_its_records_survive_a_resume():

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,45 +17,15 @@ from explore.store import (
     FeatureStore,
     StorageError,
 )
+from tests.support.moto import MotoServer
 
 pytestmark = pytest.mark.s3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MotoServer:
-    """A moto server of this test's own (so stopping it leaves the session's alone)."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.proc = port, None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline and self.proc.poll() is None, "moto did not start"
-                time.sleep(0.2)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture()
 def own_s3(monkeypatch, s3_endpoint):
-    port = _free_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    server = MotoServer(port)
+    server = MotoServer()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
     server.start()
     yield server
     server.kill()

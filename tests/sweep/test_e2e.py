@@ -146,3 +146,33 @@ def test_bad_inputs_end_with_one_line_and_damage_nothing(ray_cluster, tmp_path, 
     assert rc == 2 and len(err) == 1 and "val.npz" in err[0], err
     after = sorted(str(p) for p in store.rglob("*") if p.is_file())
     assert after == before
+
+
+@pytest.mark.parametrize("objective", ["pareto", "few_within"])
+def test_split_aware_objectives_run_end_to_end(ray_cluster, tmp_path, capsys, objective):
+    import optuna
+
+    from explore.sweep.search import CONSTRAINT, journal_storage
+
+    feats = write_feature_dir(tmp_path / "feats")
+    store = tmp_path / "store"
+    assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", "num_samples=3",
+                       "repeats=1", "method.epochs=5", f"search.objective={objective}"]) == 0
+    uri = _results_uri(capsys.readouterr().out)
+    sweep_dir = Path(uri).parent
+    study = optuna.load_study(study_name=sweep_dir.name,
+                              storage=journal_storage(str(sweep_dir / "optuna.journal")))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    rows = _read(uri)
+    if objective == "pareto":
+        assert len(study.directions) == 2
+        by_trial = rows[rows.role == "configuration"].set_index("trial_id")
+        for t in complete:  # the study's two values are the rows' validation few and overall
+            row = by_trial.loc[t.user_attrs["trial_id"]]
+            assert t.values == [pytest.approx(row.val_acc_few), pytest.approx(row.val_acc_overall)]
+    else:
+        reference = rows[rows.role == "reference"].val_acc_overall.mean()
+        for t in complete:
+            assert t.constraints[CONSTRAINT] == pytest.approx(
+                reference - 0.01 - t.user_attrs["val_acc_overall"])

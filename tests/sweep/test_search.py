@@ -9,20 +9,22 @@ from explore.config import KnobSpace, load
 from explore.sweep import search
 
 
-def _searcher(overrides: list[str], storage=None):
+def _searcher(overrides: list[str], storage=None, reference=None):
     cfg = load(["alphanet_k", *overrides])
-    s = search.searcher(cfg, cfg.space, "study", storage or optuna.storages.InMemoryStorage())
+    s = search.searcher(cfg, cfg.space, "study", storage or optuna.storages.InMemoryStorage(),
+                        reference)
     assert s.set_search_properties(None, None, search.param_space(cfg.space))
     return s
 
 
-def _drive(s, n: int, value=lambda c: 0.5) -> list:
+def _drive(s, n: int, value=lambda c: 0.5, few=lambda c: 0.2) -> list:
     out = []
     for i in range(n):
         config = s.suggest(f"t{i}")
         out.append(config)
         if isinstance(config, dict):
-            s.on_trial_complete(f"t{i}", {"val_acc_overall": value(config)})
+            s.on_trial_complete(f"t{i}", {"val_acc_overall": value(config), "val_acc_few": few(config),
+                                          "acc_few": 0.1})
     return out
 
 
@@ -58,3 +60,37 @@ def test_grid_size_and_continuous_spaces():
     assert search.space_values({"a": KnobSpace("a", "float", low=0, high=1)}) is None
     with pytest.raises(ValueError, match="grid"):
         KnobSpace("a", "float", low=0, high=1).values()
+
+
+def test_the_pareto_objective_is_a_two_objective_study():
+    storage = optuna.storages.InMemoryStorage()
+    s = _searcher(["search.objective=pareto", "space.k.high=3"], storage)
+    _drive(s, 4, value=lambda c: 0.5 + c["k"] / 100, few=lambda c: 0.5 - c["k"] / 100)
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and all(len(t.values) == 2 for t in complete)
+    # few first, overall second; the per-split means are user attributes (dashboard)
+    t = complete[0]
+    assert t.values == [pytest.approx(0.5 - t.params["k"] / 100), pytest.approx(0.5 + t.params["k"] / 100)]
+    assert t.user_attrs["acc_few"] == 0.1
+
+
+def test_few_within_records_the_constraint_against_the_reference():
+    """Reference validation overall 0.60, tolerance 2 points: the floor is 0.58; a trial at
+    0.55 violates it by 0.03, one at 0.61 is feasible (−0.03)."""
+    storage = optuna.storages.InMemoryStorage()
+    s = _searcher(["search.objective=few_within", "search.tolerance=2", "space.k.high=3",
+                   "space.distance=euclidean"], storage, reference=0.60)
+    _drive(s, 2, value=lambda c: 0.55 if c["k"] == 2 else 0.61)
+    study = optuna.load_study(study_name="study", storage=storage)
+    got = {t.params["k"]: t.constraints[search.CONSTRAINT] for t in study.trials
+           if t.state == optuna.trial.TrialState.COMPLETE}
+    assert got[2] == pytest.approx(0.03) and got[3] == pytest.approx(-0.03)
+    assert [t.values for t in study.trials if t.params["k"] == 2] == [[0.2]]  # few is optimised
+
+
+def test_few_within_needs_the_reference():
+    cfg = load(["alphanet_k", "search.objective=few_within"])
+    with pytest.raises(ValueError, match="few_within"):
+        search.searcher(cfg, cfg.space, "s", optuna.storages.InMemoryStorage(), None)
