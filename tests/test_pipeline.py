@@ -31,6 +31,7 @@ def test_cached_features_are_reused_and_a_corrupt_shard_is_re_extracted(ray_clus
     stamp = weights[0].stat().st_mtime_ns
 
     caplog.set_level(logging.INFO, logger="explore")
+    caplog.clear()
     again = prepare(cfg, method, store)
     assert again.feature_key == first.feature_key and "cache hit" in caplog.text
     assert "training" not in caplog.text  # neither the backbone nor the base was trained again

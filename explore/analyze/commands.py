@@ -50,7 +50,10 @@ def rerun_command(meta: SweepMeta, knobs: tuple[tuple[str, object], ...],
     """The shell command (one line, shell-quoted) that reruns ``knobs`` of ``meta``'s sweep."""
     space = meta.space_name or "<space>"
     parts = ["python", "-m", "explore.sweep", space]
-    parts += [f"space.{name}={hydra_value(value)}" for name, value in knobs]
+    # A knob the space searched is pinned in the space; any other knob column (a setting of
+    # the method the sweep held fixed) is a method setting.
+    parts += [f"{'space' if meta.swept is None or name in meta.swept else 'method'}.{name}="
+              f"{hydra_value(value)}" for name, value in knobs]
     parts += ["num_samples=1", f"repeats={repeats}"]
     parts += [o for o in meta.overrides or () if _kept(o)]
     parts.append(f"storage_uri={meta.storage_uri or '<storage_uri>'}")

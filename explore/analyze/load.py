@@ -46,6 +46,8 @@ class SweepMeta:
     """Where a rerun should write: ``sweep.json``'s storage_uri, else the root it was found in."""
     overrides: tuple[str, ...] | None
     """The command-line overrides the sweep was started with; None when not recorded."""
+    swept: tuple[str, ...] | None = None
+    """The knobs the sweep's space searched (its ``space`` keys); None when not recorded."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,10 @@ def sweep_meta(sweep_id: str, sweep_dir: str | None, rows: pd.DataFrame) -> Swee
     overrides = (tuple(str(o) for o in raw_overrides)
                  if isinstance(raw_overrides, list) else None)
     root = data.get("storage_uri") or (_root_of(sweep_dir) if sweep_dir else None)
+    space_cfg = data.get("space")
+    swept = tuple(str(k) for k in space_cfg) if isinstance(space_cfg, dict) else None
     return SweepMeta(sweep_id=sweep_id, space_name=str(space) if space else None,
-                     storage_uri=str(root) if root else None, overrides=overrides)
+                     storage_uri=str(root) if root else None, overrides=overrides, swept=swept)
 
 
 def load(uris: str | Sequence[str], strict: bool = False) -> Loaded:

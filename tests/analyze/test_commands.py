@@ -48,3 +48,13 @@ def test_quotes_what_the_shell_would_split(tmp_path):
     meta = SweepMeta("s1", "alphanet_k", str(tmp_path / "my store"), None)
     argv = shlex.split(rerun_command(meta, (("k", 3),)))
     assert argv[-1] == f"storage_uri={tmp_path / 'my store'}"
+
+
+def test_an_unswept_knob_column_is_pinned_as_a_method_setting(tmp_path):
+    """alphanet_k searches k and distance; rho is a knob column the sweep held at 0.5: the
+    command sets it as method.rho (space.rho is no knob of that space) and composes."""
+    meta = SweepMeta("s1", "alphanet_k", str(tmp_path), (), swept=("k", "distance"))
+    cmd = rerun_command(meta, (("k", 4), ("distance", "cosine"), ("rho", 0.5)))
+    assert "space.k=4 space.distance=cosine method.rho=0.5" in cmd
+    cfg = load_sweep_config(shlex.split(cmd)[3:])
+    assert set(cfg.space) == {"k", "distance"} and cfg.method_settings["rho"] == 0.5

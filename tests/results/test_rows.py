@@ -26,7 +26,7 @@ def test_a_configuration_row_has_its_knobs_metrics_and_provenance():
     assert (row["base"], row["base_key"], row["role"]) == ("ce", "bk", "configuration")
     assert row["acc_few"] == 0.25 and row["val_acc_overall"] == 0.6
     assert "val_top5_overall" not in row  # only accuracies are copied from validation
-    assert json.loads(row["knob_columns"]) == ["W", "beta"]
+    assert json.loads(row["knob_columns"]) == ["W", "beta", "components", "margin_sign"]
     details = json.loads(row["params_json"])
     assert details["params"]["W"] == 4 and details["training"]["epochs"] == 30
     assert details["resolved"] == {"tsne_perplexity": 8.0, "margin_mean": 1.5}
