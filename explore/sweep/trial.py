@@ -27,7 +27,7 @@ from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from explore.training.outcome import Fit, SeedResult
 
-__all__ = ["STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "full_trainable", "load_inputs", "rows_of_trial",
+__all__ = ["STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "load_inputs", "rows_of_trial",
            "run_configuration", "summarize_rows", "train_job_trainable", "trainable"]
 
 STORAGE_ERROR = "explore_storage_error"
@@ -177,8 +177,6 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
 
     _report(config, ctx, tune.report)
 
-
-full_trainable = trainable
 
 
 def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:

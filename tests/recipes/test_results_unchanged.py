@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from explore.recipes import get_recipe
 from explore.recipes.bases import BaseSpec, train_base
@@ -41,14 +40,6 @@ PINNED: dict[str, dict] = {
 # follows the reference (a margin row per label of the mix), and SWRM's t-SNE perplexity is
 # capped at (C − 1)/3 instead of C − 1, where the embedding collapsed and every margin was 0.
 CHANGED = {"lfm_mms", "swrm", "swrm_swr"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _features() -> tuple[FeatureSet, dict]:
