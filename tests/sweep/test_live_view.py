@@ -44,7 +44,10 @@ def test_dashboard_shows_a_finished_sweeps_per_split_metrics(ray_cluster, tmp_pa
     out = capsys.readouterr().out
 
     # Progress as plain lines (not a terminal); Tune's, Ray's and Optuna's chatter stays out.
-    assert re.findall(r"^\[(\d)/3\] \w+=", out, re.M) == ["1", "2", "3"]
+    # One line per finished trial, at most one a second in plain output (a new best and the
+    # last trial always): a trial that ends within a second of another may go unprinted.
+    lines = re.findall(r"^\[(\d)/3\] \w+=", out, re.M)
+    assert lines[0] == "1" and lines[-1] == "3" and lines == sorted(set(lines)), lines
     assert re.search(r"^sweep: 3/3 trial \(100%\)  0 running · best val_acc_overall 0\.\d{4} "
                      r"\(distance=\w+, k=\d\)  \[", out, re.M), out
     assert re.search(r"^features: import: \d+ samples  \[", out, re.M), out
