@@ -29,7 +29,7 @@ from explore.store import (
     FeatureStore,
     feature_key,
 )
-from explore.training.inputs import DataFacts, TrialInputs
+from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import SeedResult
 from explore.training.posthoc import LinearClassifier
 
@@ -114,11 +114,6 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
             bar.update()
     reference = Reference(name, results, keys, deterministic=False)
     return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
-
-
-
-def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {name: (s.features, s.labels) for name, s in fset.splits.items()}
 
 
 def evaluate_classifier(

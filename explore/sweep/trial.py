@@ -24,7 +24,7 @@ from explore.recipes import get_recipe
 from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance, build_row
 from explore.training.head import HeadTrainConfig
-from explore.training.inputs import TrialInputs
+from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
 
 __all__ = ["STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "load_inputs", "rows_of_trial",
@@ -76,7 +76,6 @@ def load_inputs(ctx: TrialContext) -> TrialInputs:
     if key in _INPUTS:
         _INPUTS.move_to_end(key)
         return _INPUTS[key]
-    from explore.pipeline import splits_of
     from explore.store import FeatureStore
     from explore.training.posthoc import LinearClassifier, build_posthoc_inputs
 

@@ -13,7 +13,7 @@ from explore.store import FeatureSet
 from explore.training.head import HeadData, HeadTrainConfig
 from explore.training.posthoc import PosthocInputs
 
-__all__ = ["DataFacts", "TrialInputs", "head_data"]
+__all__ = ["DataFacts", "TrialInputs", "head_data", "splits_of"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,8 @@ def head_data(inputs: TrialInputs) -> HeadData:
         counts=counts,
         split_of_class=inputs.thresholds.split_of_class(counts),
     )
+
+
+def splits_of(fset: FeatureSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every split of ``fset`` as (features, labels) arrays."""
+    return {name: (s.features, s.labels) for name, s in fset.splits.items()}
