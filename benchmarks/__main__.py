@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from benchmarks._timing import Figure
+from benchmarks.heads import bench_heads
 from benchmarks.overhead import bench_overhead
 from benchmarks.recompute import bench_recompute
 from benchmarks.repeats import bench_repeats
@@ -26,7 +27,7 @@ from benchmarks.store import bench_store_local, bench_store_s3, loopback_only, s
 from benchmarks.synthetic import IMAGENET_LT, LongTailSize, Problem
 from explore.methods.alphanet import AlphaNetParams
 
-NAMES = ("repeats", "recompute", "overhead", "store", "scale")
+NAMES = ("repeats", "recompute", "overhead", "store", "scale", "heads")
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,30 @@ class Mode:
     overhead_trials: int = 6
     overhead_trial_seconds: float = 10.0
     overhead_placements: tuple[str, ...] = ("in_trial", "ray_train")
+    heads_epochs: int = 1
+    heads_seeds: int = 3
+    """Rounds per head method: one seed each, beside its matrix-product floor."""
+    heads_aux: int = 500
+    """Auxiliary classes in neighbor silencing's synthetic pool (60 samples each)."""
+    heads_batch_seeds: int = 4
+    """Seeds in the batched-vs-sequential comparison of the heads' matrix products."""
 
 
 FULL = Mode("full", IMAGENET_LT, replace(IMAGENET_LT, d=256), epochs=25, repeats_runs=2, recompute_seeds=2,
             recompute_runs=2, store_mb=200, store_runs=7, scale_classes=(250, 500, 1000), scale_ks=(2, 5, 10))
 QUICK = Mode("quick", replace(IMAGENET_LT, d=256).scaled(200), None, epochs=10, repeats_runs=5,
              recompute_seeds=2, recompute_runs=2, store_mb=50, store_runs=5, scale_classes=(100, 200),
-             scale_ks=(2, 5), overhead_trials=4, overhead_trial_seconds=3.0, overhead_placements=("in_trial",))
+             scale_ks=(2, 5), overhead_trials=4, overhead_trial_seconds=3.0, overhead_placements=("in_trial",),
+             heads_epochs=2, heads_seeds=3, heads_aux=100, heads_batch_seeds=2)
 
 
 def _describe(size: LongTailSize) -> str:
     return f"C={size.num_classes}, N_train={size.train_total}, d={size.d}"
+
+
+def _load() -> str:
+    """The 1-minute load average: other jobs on the machine show up in it."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
 def _print(line: str) -> None:
@@ -127,6 +141,14 @@ def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print) -> list
         with tempfile.TemporaryDirectory(prefix="explore-bench-scale-") as tmp:
             rep = bench_scale(problem, tmp, list(mode.scale_classes), list(mode.scale_ks), 10, mode.epochs)
         report(f"5. scale: {_describe(mode.big)}, euclidean, rho=0.5, 10 seeds", rep.figures(), started)
+    if "heads" in only:
+        started = time.perf_counter()
+        problem = big_problem()
+        problem.drop_inputs()  # head methods train on the features, not on base logits
+        figs = bench_heads(problem, mode.heads_epochs, mode.heads_seeds, mode.heads_aux,
+                           mode.heads_batch_seeds, progress=out).figures()
+        report(f"6. head methods vs their matrix-product floor: {_describe(mode.big)}, "
+               f"{mode.heads_epochs} epochs, one seed per round", figs, started)
     return figures
 
 
@@ -134,17 +156,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced sizes (about 1–2 minutes)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this benchmark (repeatable)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch intra-op threads (default 2; 1 steadies timings on a loaded machine)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     mode = QUICK if args.quick else FULL
     only = set(args.only or NAMES)
     _print(f"explore benchmarks, {mode.name} mode: {', '.join(n for n in NAMES if n in only)}")
     print(f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}, "
+          f"load average {_load()}")
     started = time.perf_counter()
     figures = run(mode, only)
     missed = [f.name.strip() for f in figures if f.met is False]
-    print(f"\ndone in {time.perf_counter() - started:.0f} s; targets missed: {missed or 'none'}")
+    print(f"\ndone in {time.perf_counter() - started:.0f} s (load average {_load()}); "
+          f"targets missed: {missed or 'none'}")
     return 0
 
 

@@ -14,6 +14,7 @@ classes on the balanced test set, as a cRT/CE base does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -119,24 +120,13 @@ def make_feature_set(size: LongTailSize = IMAGENET_LT, seed: int = 0, *, classes
     """
     rng = np.random.default_rng(seed)
     d, C = size.d, size.num_classes
-    groups = -(-C // classes_per_group)
-    g = _unit_rows(rng, groups, d)
-    u = _unit_rows(rng, C, d)
-    centres = (2.5 * g[np.arange(C) // classes_per_group] + 2.0 * u).astype(np.float32)
+    _, centres = _centres(rng, C, d, classes_per_group)
     counts = imagenet_lt_counts(C, size.train_total, size.n_max, size.n_min)
     # Few and many classes spread over the groups, as in real data.
     counts = counts[rng.permutation(C)]
 
     def draw(per_class: np.ndarray) -> FeatureSplit:
-        labels = np.repeat(np.arange(C), per_class)
-        x = np.empty((len(labels), d), dtype=np.float32)
-        for start in range(0, len(labels), 8192):  # in blocks: no N×d temporaries
-            y = labels[start : start + 8192]
-            block = rng.standard_normal((len(y), d), dtype=np.float32)
-            block *= np.float32(noise)
-            block += centres[y]
-            x[start : start + len(y)] = block
-        return FeatureSplit(x, labels)
+        return _draw(rng, centres, per_class, noise)
 
     splits = {
         "train": draw(counts),
@@ -146,6 +136,58 @@ def make_feature_set(size: LongTailSize = IMAGENET_LT, seed: int = 0, *, classes
     meta = {"synthetic": "hierarchical-gaussian", "seed": seed, "d": d, "num_classes": C,
             "train_total": int(counts.sum()), "noise": noise}
     return FeatureSet(splits, tuple(f"class{c:04d}" for c in range(C)), meta)
+
+
+def _centres(rng: np.random.Generator, C: int, d: int, classes_per_group: int,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(super-group directions g, class centres 2.5·g_{group(c)} + 2.0·u_c)."""
+    groups = -(-C // classes_per_group)
+    g = _unit_rows(rng, groups, d)
+    u = _unit_rows(rng, C, d)
+    return g, (2.5 * g[np.arange(C) // classes_per_group] + 2.0 * u).astype(np.float32)
+
+
+def _draw(rng: np.random.Generator, centres: np.ndarray, per_class: np.ndarray,
+          noise: float) -> FeatureSplit:
+    labels = np.repeat(np.arange(len(centres)), per_class)
+    x = np.empty((len(labels), centres.shape[1]), dtype=np.float32)
+    for start in range(0, len(labels), 8192):  # in blocks: no N×d temporaries
+        y = labels[start : start + 8192]
+        block = rng.standard_normal((len(y), centres.shape[1]), dtype=np.float32)
+        block *= np.float32(noise)
+        block += centres[y]
+        x[start : start + len(y)] = block
+    return FeatureSplit(x, labels)
+
+
+class AuxPool(NamedTuple):
+    split: FeatureSplit
+    """``per_class`` samples of each auxiliary class, labels 0..num_aux−1."""
+    names: tuple[str, ...]
+    parents: np.ndarray
+    """The target class whose super-group each auxiliary class was drawn in."""
+
+
+def make_aux_split(size: LongTailSize = IMAGENET_LT, seed: int = 0, *, num_aux: int = 500,
+                   per_class: int = 60, classes_per_group: int = 10,
+                   noise: float = NOISE) -> AuxPool:
+    """An auxiliary pool for neighbor silencing next to ``make_feature_set(size, seed)``:
+    ``num_aux`` open-set classes of ``per_class`` samples each.
+
+    Auxiliary class a is a new class of the super-group of a random target class: centre
+    2.5·g_{group} + 2.0·u'_a with a fresh unit u'_a, so it is as close to that group's
+    targets as they are to each other (the fine-grained neighbours the method silences).
+    The super-group directions are those of ``make_feature_set`` (the same draws replayed).
+    """
+    if num_aux < 1 or per_class < 1:
+        raise ValueError(f"need num_aux >= 1 and per_class >= 1, got {num_aux}, {per_class}")
+    d, C = size.d, size.num_classes
+    g, _ = _centres(np.random.default_rng(seed), C, d, classes_per_group)
+    rng = np.random.default_rng([seed, 1])  # independent of the target splits' stream
+    parents = rng.integers(0, C, size=num_aux)
+    centres = (2.5 * g[parents // classes_per_group] + 2.0 * _unit_rows(rng, num_aux, d))
+    split = _draw(rng, centres.astype(np.float32), np.full(num_aux, per_class), noise)
+    return AuxPool(split, tuple(f"aux{a:04d}" for a in range(num_aux)), parents)
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,11 +195,28 @@ class SearchConfig:
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = 6
     max_concurrent_trials: int = 2
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    """fifo: every trial trains to its end. asha: Ray Tune's ASHA stops trials whose
+    per-epoch validation top-1 trails at a rung (needs objective=val_overall)."""
+    grace_period: int = 5
+    """asha: epochs (counted over a trial's seeds, which train in turn) before a trial can
+    be stopped; the first rung."""
+    reduction_factor: float = 3.0
+    """asha: 1/reduction_factor of the trials at a rung go on to the next; rungs are
+    grace_period · reduction_factor^k epochs."""
 
     def __post_init__(self) -> None:
         _choice("search.objective", self.objective,
                 ("val_overall", "val_few", "few_within", "pareto"))
         _choice("search.sampler", self.sampler, ("tpe", "random", "grid"))
+        _choice("search.scheduler", self.scheduler, ("fifo", "asha"))
+        _count("search.grace_period", self.grace_period, 1)
+        if not (isinstance(self.reduction_factor, (int, float)) and self.reduction_factor > 1):
+            raise ConfigError(f"search.reduction_factor={self.reduction_factor!r} must be a number > 1")
+        if self.scheduler == "asha" and self.objective != "val_overall":
+            raise ConfigError(
+                f"search.scheduler=asha compares trials on each epoch's validation top-1, so it "
+                f"needs search.objective=val_overall (got {self.objective})")
         _count("search.n_startup_trials", self.n_startup_trials, 0)
         _count("search.max_concurrent_trials", self.max_concurrent_trials, 1)
         if not 0 < self.tolerance < 100:
@@ -231,12 +249,26 @@ class RunnerConfig:
     """Fractional GPUs let several small head trials share one GPU."""
     max_failures: int = 2
     """A trial that fails (worker lost, node preempted) is retried this many times."""
+    gpus_per_worker: float | None = None
+    """GPUs each Ray Train worker of ``mode=full`` requests (fractional allowed); None: 1
+    when ``backbone.use_gpu`` else 0 (:meth:`worker_gpus`)."""
 
     def __post_init__(self) -> None:
         _choice("runner.head_placement", self.head_placement, ("in_trial", "ray_train"))
         if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
             raise ConfigError("runner: cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         _count("runner.max_failures", self.max_failures, -1)
+        g = self.gpus_per_worker
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float))
+                              or not g >= 0 or math.isinf(g)):
+            raise ConfigError(f"runner.gpus_per_worker={g!r} must be a number >= 0 (fractional "
+                              "allowed) or null (1 with backbone.use_gpu, else 0)")
+
+    def worker_gpus(self, use_gpu: bool) -> float:
+        """GPUs per full-mode Train worker: ``gpus_per_worker``, or 1 with ``use_gpu`` else 0."""
+        if self.gpus_per_worker is None:
+            return 1.0 if use_gpu else 0.0
+        return float(self.gpus_per_worker)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

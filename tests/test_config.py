@@ -51,8 +51,13 @@ def test_every_group_is_typed_once_and_the_head_group_is_shared():
     ("storage_uri=s3:/bucket/x", "storage_uri: storage URI 's3:/bucket/x'"),
     ("head.optimizer=rmsprop", "head: head training: optimizer='rmsprop'"),
     ("runner.head_placement=gpu", "runner.head_placement='gpu' must be one of"),
+    ("runner.gpus_per_worker=-0.5", "runner.gpus_per_worker=-0.5 must be a number >= 0"),
+    ("runner.gpus_per_worker=two", "runner.gpus_per_worker='two' must be a number >= 0"),
     ("search.tolerance=2.5e2", "search.tolerance=250.0 must be in (0, 100) points"),
     ("search.objective=few", "search.objective='few' must be one of"),
+    ("search.scheduler=hyperband", "search.scheduler='hyperband' must be one of fifo, asha"),
+    ("search.grace_period=0", "search.grace_period=0 must be an integer >= 1"),
+    ("search.reduction_factor=1", "search.reduction_factor=1 must be a number > 1"),
     ("method.rho=-1", "alphanet: alphanet: rho=-1"),
     ("dataset.n_max=0", "dataset.n_max must be an integer >= 1"),
     ("backbone.epochs=0", "epochs must be >= 1"),
@@ -169,3 +174,34 @@ def test_unreachable_storage_is_a_one_line_error_without_secrets(monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach S3 endpoint" in err[0] and f"127.0.0.1:{port}" in err[0]
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in err[0]
+
+
+def test_gpus_per_worker_follows_use_gpu_and_bounds_full_mode_concurrency():
+    """``runner.gpus_per_worker``: null is 1 GPU per worker with backbone.use_gpu, else 0;
+    full-mode trials run at most as many at once as the cluster's CPUs and GPUs hold."""
+    from explore.sweep.driver import _check_full_mode
+    from explore.sweep.scheduling import trials_that_fit
+
+    cpu, gpu = load(["swrm_window", "mode=full"]), load(["swrm_window", "backbone=resnet32"])
+    assert cpu.runner.gpus_per_worker is None and cpu.runner.worker_gpus(cpu.backbone.use_gpu) == 0
+    assert gpu.runner.worker_gpus(gpu.backbone.use_gpu) == 1
+    cfg = load(["swrm_window", "mode=full", "runner.gpus_per_worker=0.25",
+                "search.max_concurrent_trials=8", "backbone.num_workers=2"])
+    assert cfg.runner.worker_gpus(False) == 0.25
+    assert trials_that_fit(cfg, {"CPU": 16, "GPU": 1}) == 2  # 2 trials × 2 workers × 0.25
+    assert trials_that_fit(cfg, {"CPU": 6, "GPU": 4}) == 3  # CPU-bound: 3 × 2 workers
+    assert trials_that_fit(cfg, {"CPU": 16}) == 1  # no GPU yet: one (it waits)
+    assert trials_that_fit(cpu, {"CPU": 16, "GPU": 0}) == 2  # no GPUs asked: CPUs and the cap
+    refused = load(["swrm_window", "mode=full", "backbone=resnet32", "runner.gpus_per_worker=0"])
+    with pytest.raises(ConfigError, match="runner.gpus_per_worker=0 gives the Train workers no GPU"):
+        _check_full_mode(refused, get_recipe("swrm"))
+
+
+def test_asha_compares_the_epochs_validation_top1_so_needs_that_objective():
+    cfg = load(["swrm_window", "search.scheduler=asha", "search.grace_period=2",
+                "search.reduction_factor=2.5"])
+    assert (cfg.search.scheduler, cfg.search.grace_period, cfg.search.reduction_factor) == (
+        "asha", 2, 2.5)
+    assert load(["swrm_window"]).search.scheduler == "fifo"
+    with pytest.raises(ConfigError, match="needs search.objective=val_overall"):
+        load(["swrm_window", "search.scheduler=asha", "search.objective=pareto"])

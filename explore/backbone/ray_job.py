@@ -26,6 +26,13 @@ resource instead (``tune.with_resources(fn, {"trial_driver": 1})``), or pass fra
 worker CPUs, e.g. ``resources_per_worker={"CPU": 0.5}``. Forward metrics to Tune with
 ``callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]``.
 
+GPUs: a ``"GPU"`` entry in ``resources_per_worker`` (fractional allowed) places each worker by
+GPU; which device it trains on is decided on the worker (:func:`worker_device`: CUDA only
+with ``cfg.use_gpu`` and CUDA present), and the backend by :func:`torch_backend`, so workers
+on a node whose GPUs Ray only counts (``ray start --num-gpus=2`` without CUDA) train on the
+CPU over gloo. Each checkpoint records the GPU ids of every worker (``worker_gpu_ids``, rank
+order), returned in the metrics.
+
 Progress: with ``progress=`` the caller sees rank 0's epochs while ``fit`` runs. Train V2
 runs its controller (and any ``UserCallback``) in an actor, and the driver may not print
 worker logs (``log_to_driver=False``), so rank 0 sends small messages to a zero-CPU
@@ -56,7 +63,8 @@ from explore.backbone.models import ModelSpec
 from explore.data.types import ImageSplit
 from explore.training.plugins import Plugins
 
-__all__ = ["BackboneJobError", "STATE_FILE", "load_checkpoint_state", "run_backbone_job"]
+__all__ = ["BackboneJobError", "STATE_FILE", "load_checkpoint_state", "run_backbone_job",
+           "torch_backend", "worker_device"]
 
 STATE_FILE = "state.pt"
 """Name of the ``torch.save``-d state inside every checkpoint directory."""
@@ -163,6 +171,42 @@ def _report_to_ray(extra: dict[str, Any],
     return report
 
 
+def torch_backend(use_gpu: bool) -> str:
+    """The process-group backend: nccl only when the backbone trains on CUDA and this torch
+    has NCCL, else gloo. Ray Train would pick nccl whenever the workers request GPUs, which
+    fails on a CPU-only torch (docs/operations.md#gpus-in-ray-train)."""
+    import torch.distributed as dist
+
+    return "nccl" if use_gpu and dist.is_available() and dist.is_nccl_available() else "gloo"
+
+
+def worker_device(use_gpu: bool) -> torch.device:
+    """This Train worker's device: its CUDA device when ``use_gpu`` and CUDA is available
+    here, else the CPU. A worker holding a GPU Ray merely counts (``ray start --num-gpus``
+    without CUDA, or ``backbone.use_gpu=false``) trains on the CPU;
+    ``ray.train.torch.get_device()`` alone would name ``cuda:N`` whenever GPU ids are
+    assigned (docs/operations.md#gpus-in-ray-train)."""
+    if use_gpu and torch.cuda.is_available():
+        return ray.train.torch.get_device()
+    if use_gpu:
+        log.warning("backbone.use_gpu=true but CUDA is not available on this worker "
+                    "(GPU ids %s): training on the CPU", ray.get_gpu_ids())
+    return torch.device("cpu")
+
+
+def _worker_gpu_ids(world_size: int) -> list[str]:
+    """The GPU ids Ray gave each worker, in rank order (comma-separated per worker, ``""``
+    for none); every rank takes part in the gather."""
+    import torch.distributed as dist
+
+    mine = ",".join(str(g) for g in ray.get_gpu_ids())
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, mine)
+    return [str(g) for g in gathered]
+
+
 def _train_worker(config: dict[str, Any]) -> None:
     """Per-worker entry point (module level so that it pickles by reference)."""
     ctx = ray.train.get_context()
@@ -171,17 +215,19 @@ def _train_worker(config: dict[str, Any]) -> None:
     train: ImageSplit = ray.get(config["train"])
     val: ImageSplit | None = ray.get(config["val"]) if config["val"] is not None else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = ray.train.torch.prepare_model(spec.build())
+    device = worker_device(cfg.use_gpu)
+    model = ray.train.torch.prepare_model(spec.build(), move_to_device=device)
     plugins = config["plugins_factory"]() if config["plugins_factory"] is not None else Plugins()
     checkpoint = ray.train.get_checkpoint()
     start_state = load_checkpoint_state(checkpoint) if checkpoint is not None else None
     rank = ctx.get_world_rank()
     sink = config.get("progress_sink") if rank == 0 else None
+    extra = {"model_spec": spec.as_dict(), "worker_gpu_ids": _worker_gpu_ids(ctx.get_world_size())}
     train_backbone(
         model, train, val, cfg, plugins,
         rank=rank, world_size=ctx.get_world_size(),
-        report=_report_to_ray({"model_spec": spec.as_dict()}, sink),
-        start_state=start_state, device=ray.train.torch.get_device(),
+        report=_report_to_ray(extra, sink),
+        start_state=start_state, device=device,
         decode=config["decode"],
         on_batch=_batch_sender(sink) if sink is not None else None,
     )
@@ -227,6 +273,7 @@ def run_backbone_job(
     if keep_checkpoints < 1:
         raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     sink = _ProgressSink.remote() if progress is not None else None  # type: ignore[attr-defined]
+    gpus = (resources_per_worker or {}).get("GPU", 1.0 if cfg.use_gpu else 0.0)
     trainer = ray.train.torch.TorchTrainer(
         _train_worker,
         train_loop_config={
@@ -238,10 +285,12 @@ def run_backbone_job(
             "decode": decode,
             "progress_sink": sink,
         },
+        # Ray refuses GPU in resources_per_worker without use_gpu (and use_gpu with GPU 0).
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            num_workers=cfg.num_workers, use_gpu=gpus > 0,
             resources_per_worker=resources_per_worker,
         ),
+        torch_config=ray.train.torch.TorchConfig(backend=torch_backend(cfg.use_gpu)),
         run_config=ray.train.RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -264,4 +313,5 @@ def run_backbone_job(
     state = load_checkpoint_state(result.checkpoint)
     metrics = dict(result.metrics) if result.metrics else dict(state["metrics"])
     metrics["plugin_records"] = state.get("plugin_records", {})
+    metrics["worker_gpu_ids"] = list(state.get("worker_gpu_ids", []))
     return state["model"], metrics

@@ -128,7 +128,8 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     trained through eq. (4) with the model. Records the last epoch's mean and max margin
     and in how many epochs the class order of ``s`` changed. With ``use_gpu`` ``s`` lives
     on this worker's GPU (NCCL all-reduces CUDA tensors)."""
-    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if use_gpu and torch.cuda.is_available() else torch.device("cpu"))
     similarity = DySWRMSimilarity(init_coords).to(device)
     s = similarity.s
     C = s.shape[0]

@@ -12,7 +12,11 @@ from typing import Any
 from explore.splits import SplitThresholds
 from explore.training.outcome import SeedResult
 
-__all__ = ["Provenance", "build_row"]
+__all__ = ["PLACEMENT_COLUMNS", "Provenance", "build_row"]
+
+PLACEMENT_COLUMNS = ("node_id", "node_ip", "gpu_ids", "started_at", "finished_at")
+"""Where and when a trial ran: Ray node id and IP, the GPU ids Ray assigned to it (comma
+separated; empty without GPUs), and its start and end in Unix seconds."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,15 @@ def build_row(
     status: str = "ok",
     error: str | None = None,
     deterministic: bool = False,
+    placement: Mapping[str, Any] | None = None,
+    stopped_epoch: int | None = None,
 ) -> dict[str, Any]:
     """A row: ids, the method's knob columns, test and validation metrics, provenance.
 
     ``params``/``training`` are the frozen params and head-training dataclasses;
-    ``resolved`` the values the recipe resolved (merged with the seed's own records).
+    ``resolved`` the values the recipe resolved (merged with the seed's own records);
+    ``placement`` where and when the trial ran (:data:`PLACEMENT_COLUMNS`);
+    ``stopped_epoch`` the epochs a seed reached when the scheduler stopped its trial.
     """
     details = {
         "params": dataclasses.asdict(params) if params is not None else {},
@@ -78,7 +86,9 @@ def build_row(
         "knob_columns": json.dumps(sorted(knobs)),
         "params_json": json.dumps(details, sort_keys=True, default=str),
         "error": error,
+        "stopped_epoch": stopped_epoch,
     }
+    row.update({name: (placement or {}).get(name) for name in PLACEMENT_COLUMNS})
     row.update(knobs)
     row.update(result.test)
     row.update({"val_" + name: value for name, value in result.val.items() if name.startswith("acc_")})

@@ -51,9 +51,15 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "knob_columns",   # JSON list: the knobs this row's method has
     "params_json",    # every parameter, the training settings and the resolved values, JSON
     "error",          # message when status == error
+    "stopped_epoch",  # status == stopped: the epochs this seed had trained when stopped
+    "node_id",        # the Ray node the trial ran on (its trial driver in full mode)
+    "node_ip",
+    "gpu_ids",        # GPUs Ray assigned to the trial, comma separated ("" without)
+    "started_at",     # the trial's start and end, Unix seconds
+    "finished_at",
 )
 
-_INT = {"seed", "best_epoch", "many_above", "few_below"}
+_INT = {"seed", "best_epoch", "many_above", "few_below", "stopped_epoch"}
 _BOOL = {"deterministic"}
 _ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
 
@@ -82,7 +88,7 @@ def arrow_schema() -> pa.Schema:
             kind = pa.int64()
         elif name in _BOOL:
             kind = pa.bool_()
-        elif name in METRIC_COLUMNS or name == "train_seconds":
+        elif name in METRIC_COLUMNS or name in ("train_seconds", "started_at", "finished_at"):
             kind = pa.float64()
         else:
             kind = pa.string()

@@ -36,6 +36,7 @@ from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance, build_row
 from explore.store import StoragePermanentError
 from explore.store import uri as storage
+from explore.sweep import scheduling
 from explore.sweep.study import StudyJournal, reconcile_study
 
 log = logging.getLogger("explore")
@@ -267,8 +268,10 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             method_settings=cfg.method_settings, head=cfg.head, seeds=tuple(cfg.seeds),
             mode=cfg.mode, cpus_per_trial=cfg.runner.cpus_per_trial,
             gpus_per_trial=cfg.runner.gpus_per_trial, max_failures=cfg.runner.max_failures,
+            gpus_per_worker=cfg.runner.worker_gpus(cfg.backbone.use_gpu),
             dataset=cfg.dataset if cfg.mode == "full" else None,
             backbone=cfg.backbone if cfg.mode == "full" else None,
+            report_rungs=scheduling.rungs(cfg),
         )
         _write_reference_rows(ctx, prepared)
         val = [r.val["acc_overall"] for r in prepared.reference.results if "acc_overall" in r.val]
@@ -343,7 +346,7 @@ def dry_run(cfg: SweepConfig, layout: SweepLayout, resuming: bool, store: Any) -
                  f"({', '.join(map(str, cfg.seeds))}) = {to_run * cfg.repeats} runs"
                  + (f"; resuming {layout.sweep_id}: {finished} finished trial(s) kept"
                     if resuming else ""))
-    lines.append(f"  placement  {_placement(cfg)}")
+    lines.append(f"  placement  {scheduling.placement_summary(cfg)}")
     lines.append("  before the first trial (each step cached in the store):")
     for step, cached, what in found.steps:
         lines.append(f"    {step:<10} {'cached   ' if cached else 'would run'}  {what}")
@@ -375,31 +378,6 @@ def _storage_note(uri: str) -> str:
                           f"would be created (under {existing}, writable)")
 
 
-def _placement(cfg: SweepConfig) -> str:
-    address = os.environ.get("RAY_ADDRESS")
-    cluster = (f"the running Ray cluster at {address}" if address else
-               f"a local Ray cluster started by this command ({os.cpu_count()} CPUs here)")
-    if cfg.mode == "full":
-        where = (f"each trial trains the backbone with the method as a Ray Train job, "
-                 f"{cfg.backbone.num_workers} worker(s) per seed (the trial holds 'trial_driver')")
-    elif cfg.runner.head_placement == "ray_train":
-        where = "each trial runs a one-worker Ray Train job (the trial holds 'trial_driver')"
-    else:
-        where = (f"each trial trains its seeds inside its Tune trial ({cfg.runner.cpus_per_trial:g}"
-                 f" CPU, {cfg.runner.gpus_per_trial:g} GPU)")
-    return (f"{cluster};\n             {where}; at most {_max_concurrent_guess(cfg)} trial(s) "
-            "at a time")
-
-
-def _max_concurrent_guess(cfg: SweepConfig) -> int:
-    """:func:`_max_concurrent` without asking Ray (full mode: this machine's CPUs)."""
-    if cfg.mode != "full":
-        return cfg.search.max_concurrent_trials
-    workers = cfg.backbone.num_workers * cfg.runner.cpus_per_trial
-    fits = int((os.cpu_count() or 1) // max(workers, 1e-9))
-    return max(1, min(cfg.search.max_concurrent_trials, fits))
-
-
 def _close(layout: SweepLayout, cfg: SweepConfig) -> str:
     """Print the closing summary (the analysis code's); a sweep with no successful trial
     is an error."""
@@ -416,6 +394,10 @@ def _close(layout: SweepLayout, cfg: SweepConfig) -> str:
     failed = int((configurations["status"] == "error").sum())
     if failed:
         print(f"\n{failed} row(s) of failed trials are recorded with status=error")
+    stopped = configurations.loc[configurations["status"] == "stopped", "trial_id"].nunique()
+    if stopped:
+        print(f"\n{stopped} trial(s) stopped early by the scheduler are recorded with "
+              "status=stopped (left out of the comparison)")
     if len(configurations) and not (configurations["status"] == "ok").any():
         raise SweepFailedError(f"no trial of sweep {layout.sweep_id} succeeded ({failed} error "
                                f"rows); see the error column of {layout.results}")
@@ -451,7 +433,7 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
     from explore.sweep import search
     from explore.sweep.progress import ProgressReporter
 
-    fn = _trial_function(cfg, ctx)
+    fn = scheduling.trial_function(cfg, ctx)
     fs, sweep_path = storage.resolve(ctx.layout.root)
     storage_fs = None if isinstance(fs, pafs.LocalFileSystem) else fs
     journal = StudyJournal(ctx.layout)
@@ -487,8 +469,11 @@ def _run_trials(cfg: SweepConfig, ctx: Any, space: dict[str, KnobSpace], num_sam
                                            reference_val_overall)
                 if any(knob.type != "fixed" for knob in space.values()) else None,
                 num_samples=remaining,
-                max_concurrent_trials=_max_concurrent(cfg),
-                reuse_actors=True,
+                max_concurrent_trials=scheduling.max_concurrent(cfg),
+                scheduler=scheduling.scheduler(cfg),
+                # A stopped trial that drives Train runs must take its Train workers with
+                # it: they die with the trial actor that owns them, not with a reused one.
+                reuse_actors=not (cfg.search.scheduler == "asha" and scheduling.drives_train(cfg)),
             ),
             run_config=tune.RunConfig(
                 name=run_name,
@@ -533,41 +518,10 @@ def _check_full_mode(cfg: SweepConfig, recipe: Recipe) -> None:
     if not recipe.has_full_mode:
         raise ConfigError(f"mode=full is not available for {recipe.name} (full mode covers "
                           "swrm, dyswrm, neighbor_silencing and lfm); use mode=head")
-
-
-def _max_concurrent(cfg: SweepConfig) -> int:
-    """Full-mode trials each need ``backbone.num_workers`` worker CPUs at once; running more
-    trials than the cluster can hold would leave their worker groups waiting."""
-    if cfg.mode != "full":
-        return cfg.search.max_concurrent_trials
-    import ray
-
-    workers = cfg.backbone.num_workers * cfg.runner.cpus_per_trial
-    fits = int(ray.cluster_resources().get("CPU", 1) // max(workers, 1e-9))
-    return max(1, min(cfg.search.max_concurrent_trials, fits))
-
-
-def _trial_function(cfg: SweepConfig, ctx: Any) -> Any:
-    """The Tune trainable with its resources, per ``mode`` and ``runner.head_placement``."""
-    import ray
-    from ray import tune
-
-    from explore.sweep.trial import train_job_trainable, trainable
-
-    needs_driver = cfg.mode == "full" or cfg.runner.head_placement == "ray_train"
-    if needs_driver and not ray.cluster_resources().get("trial_driver"):
-        what = "mode=full" if cfg.mode == "full" else "runner.head_placement=ray_train"
-        raise ConfigError(f"{what} needs the custom resource 'trial_driver' on the cluster (see "
-                          "cluster/*.yaml: resources: {trial_driver: N} on the head)")
-    if cfg.mode == "full":
-        # The trial drives Train runs and holds no CPU: the workers hold them
-        # (docs/operations.md#the-trial_driver-resource).
-        return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"trial_driver": 1})
-    if cfg.runner.head_placement == "in_trial":
-        resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
-        return tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)
-    return tune.with_resources(tune.with_parameters(train_job_trainable, ctx=ctx),
-                               {"trial_driver": 1})
+    if cfg.backbone.use_gpu and cfg.runner.gpus_per_worker == 0:
+        raise ConfigError("runner.gpus_per_worker=0 gives the Train workers no GPU, but "
+                          "backbone.use_gpu=true: raise it (e.g. 1 or 0.5) or set "
+                          "backbone.use_gpu=false")
 
 
 def _tune_runs(fs: pafs.FileSystem, sweep_path: str) -> list[str]:

@@ -332,6 +332,8 @@ class ProgressReporter(Callback):
         self.total, self.metric, self.ctx, self.mode = total, metric, ctx, mode
         self.on_trial_end: Callable[[], None] = on_trial_end or (lambda: None)
         self.finished = 0
+        self.stopped = 0
+        """Trials the scheduler stopped early."""
         self.running = 0
         self.best: tuple[float, dict[str, Any]] | None = None
         self.start = time.monotonic()
@@ -372,12 +374,16 @@ class ProgressReporter(Callback):
             self.bar.write(line)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from explore.sweep.trial import STORAGE_ERROR
+        from explore.sweep.trial import STORAGE_ERROR, epochs_reached
 
         result = trial.last_result or {}
         if result.get(STORAGE_ERROR):  # a permanent storage failure the trial did not retry
             self.storage_errors.append(str(result[STORAGE_ERROR]))
             self._failed(trial, str(result[STORAGE_ERROR]))
+            return
+        epochs = epochs_reached(result)
+        if epochs is not None and not self._has_rows(trial):
+            self._stopped(trial, result, epochs)
             return
         self.finished += 1
         self.running = max(self.running - 1, 0)
@@ -400,6 +406,29 @@ class ProgressReporter(Callback):
                and math.isfinite(left) else "") + ")" + ("  best so far" if better else ""),
             important=better)
         writer.delete_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)))
+        self.on_trial_end()
+
+    def _has_rows(self, trial: Any) -> bool:
+        return SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout)
+
+    def _stopped(self, trial: Any, result: dict[str, Any], epochs: dict[int, int]) -> None:
+        """A trial the scheduler stopped: its line, and status=stopped rows with the epochs
+        each seed reached (never results: the analysis leaves them out)."""
+        from explore.sweep.trial import stopped_rows
+
+        self.finished += 1
+        self.stopped += 1
+        self.running = max(self.running - 1, 0)
+        self._advance()
+        self._trial_line(f"[{self.finished}/{self.total}] {fmt_knobs(trial.config)}: stopped early "
+                         f"after {sum(epochs.values())} epoch(s) "
+                         f"(val top-1 {float(result.get(self.metric, math.nan)):.4f})",
+                         important=False)
+        try:
+            writer.write_rows(self.ctx.layout, SweepLayout.trial_name(trial.trial_id),
+                              stopped_rows(self.ctx, dict(trial.config), trial.trial_id, result))
+        except StorageError as exc:
+            log.error("could not record stopped trial %s: %s", trial.trial_id, exc)
         self.on_trial_end()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -118,8 +118,19 @@ class ExploreOptunaSearch(OptunaSearch):
                           error: bool = False) -> None:
         """Before the value is told: the trial's per-split validation and test means as
         user attributes, so the study alone (optuna-dashboard) shows them, and Tune's
-        trial id, the ``trial_id`` of its rows in the results."""
+        trial id, the ``trial_id`` of its rows in the results. A trial the scheduler
+        stopped is told PRUNED."""
+        from explore.sweep.trial import epochs_reached
+
         ot_trial = self._ot_trials.get(trial_id)
+        if result and epochs_reached(result) is not None:
+            # Stopped by the scheduler after an epoch report: PRUNED in the study (a
+            # partial curve is not the configuration's value); its epochs are the trial's
+            # intermediate values.
+            if ot_trial is not None and trial_id not in self._completed_trials:
+                ot_trial.set_user_attr("trial_id", trial_id)
+            super().on_trial_complete(trial_id, None, error)
+            return
         if ot_trial is not None and result and trial_id not in self._completed_trials:
             ot_trial.set_user_attr("trial_id", trial_id)
             for name, value in result_attrs(result).items():

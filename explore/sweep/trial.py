@@ -9,12 +9,13 @@ call it directly); the Tune functions below are thin wrappers around it. Follow 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,9 @@ from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
 
-__all__ = ["STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "load_inputs", "rows_of_trial",
-           "run_configuration", "summarize_rows", "train_job_trainable", "trainable"]
+__all__ = ["EPOCHS_TRAINED", "STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "current_placement", "load_inputs",
+           "rows_of_trial", "run_configuration", "summarize_rows", "train_job_trainable",
+           "trainable"]
 
 STORAGE_ERROR = "explore_storage_error"
 """The key of a trial's report that carries a permanent storage failure."""
@@ -53,10 +55,16 @@ class TrialContext:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    gpus_per_worker: float = 0.0
+    """mode=full: GPUs each Ray Train worker requests (``runner.gpus_per_worker`` resolved)."""
     dataset: Any = None
     """mode=full: the typed ``dataset`` group (full-mode trials load the images)."""
     backbone: Any = None
     """mode=full: the typed ``backbone`` group (architecture, epochs, workers, GPU, AMP)."""
+    report_rungs: tuple[float, ...] = ()
+    """Epoch counts (over the trial's seeds) at which a head trial reports its validation
+    top-1 to Tune: the early-stopping scheduler's rungs. Empty: a head trial reports once,
+    at its end. (Full mode reports every epoch through Train.)"""
 
     @property
     def storage_uri(self) -> str:
@@ -100,14 +108,28 @@ def run_configuration(ctx: TrialContext, knobs: dict[str, Any],
     """Train every seed of one configuration; one result row per seed."""
     recipe = get_recipe(ctx.method)
     params = recipe.params({**ctx.method_settings, **knobs})
+    started = time.time()
     if ctx.mode == "full":
         fit = _run_full(ctx, recipe, params, trial_id)
     else:
         fit = recipe.fit_head(load_inputs(ctx), params, ctx.seeds)
+    placement = {**current_placement(), "started_at": started, "finished_at": time.time()}
     return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
                       result=result, knobs=recipe.columns(params), params=params,
-                      training=ctx.head, resolved=fit.resolved)
+                      training=ctx.head, resolved=fit.resolved, placement=placement)
             for result in fit.results]
+
+
+def current_placement() -> dict[str, Any]:
+    """The Ray node this process runs on and the GPUs Ray assigned to it (all None
+    outside Ray: a plain call of :func:`run_configuration`)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {"node_id": None, "node_ip": None, "gpu_ids": None}
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
 
 
 def error_rows(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
@@ -149,6 +171,73 @@ def rows_of_trial(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> li
     return rows
 
 
+EPOCH_REPORT = "explore_epoch_report"
+"""Marks a trial's per-epoch report (its last result, if the scheduler stopped it)."""
+
+
+EPOCHS_TRAINED = "explore_epochs"
+"""A per-epoch report's count of epochs trained so far over the trial's seeds: the
+scheduler's time attribute. The seeds train one after another, in the same order in every
+trial, so trials compared at a rung have trained the same seeds as long."""
+
+
+class EpochReports:
+    """A trial's per-epoch reports: each carries the seed, its epoch, the epochs trained so
+    far (:data:`EPOCHS_TRAINED`) and every seed's epochs (the rows of a stopped trial say
+    how far each seed got). As a head-loop hook it reports only when a rung is reached:
+    each report waits for the driver, and the scheduler reads no other epoch."""
+
+    def __init__(self, seeds: Sequence[int], report: Any, rungs: Sequence[float] = ()) -> None:
+        self.epochs = {seed: 0 for seed in seeds}
+        self.trained = 0
+        self._rungs = sorted(rungs)
+        self._report = report
+        self._placement: dict[str, Any] | None = None
+        self._started = time.time()
+
+    def metrics(self, seed: int, epoch: int, val_top1: float) -> dict[str, Any]:
+        """Counts one more epoch of ``seed`` and returns its report."""
+        self.epochs[seed] = epoch
+        self.trained += 1
+        if self._placement is None:  # on first use: built on the trial driver, used there
+            self._placement = current_placement()
+        placement = {**self._placement, "started_at": self._started, "finished_at": time.time()}
+        return {**summarize_rows([]), "val_acc_overall": val_top1, "seed": seed, "epoch": epoch,
+                EPOCH_REPORT: True, EPOCHS_TRAINED: self.trained,
+                "epochs_by_seed": json.dumps(self.epochs), "placement": json.dumps(placement)}
+
+    def __call__(self, seed: int, epoch: int, val_top1: float) -> None:
+        metrics = self.metrics(seed, epoch, val_top1)
+        if self._rungs and self.trained >= self._rungs[0]:
+            while self._rungs and self.trained >= self._rungs[0]:
+                self._rungs.pop(0)
+            self._report(metrics)
+
+
+def epochs_reached(result: dict[str, Any]) -> dict[int, int] | None:
+    """Seed → epochs trained, from a trial's last result when it was a per-epoch report
+    (None: the trial reported its end)."""
+    if not result.get(EPOCH_REPORT):
+        return None
+    return {int(seed): int(epochs) for seed, epochs in json.loads(result["epochs_by_seed"]).items()}
+
+
+def stopped_rows(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
+                 last_report: dict[str, Any]) -> list[dict[str, Any]]:
+    """``status=stopped`` rows of a trial the scheduler ended after ``last_report`` (a
+    per-epoch report): one per seed, with the epochs it reached, where and how long the
+    trial ran, and no metrics (a stopped trial is never a finished result)."""
+    epochs = epochs_reached(last_report) or {}
+    recipe = get_recipe(ctx.method)
+    params = recipe.params({**ctx.method_settings, **knobs})
+    return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
+                      result=SeedResult(seed=s, best_epoch=0, test={}, val={}),
+                      knobs=recipe.columns(params), params=params, training=ctx.head,
+                      status="stopped", stopped_epoch=epochs.get(s, 0),
+                      placement=json.loads(last_report.get("placement") or "{}"))
+            for s in ctx.seeds]
+
+
 def _report(config: dict[str, Any], ctx: TrialContext, report: Any) -> None:
     from ray import tune
 
@@ -157,7 +246,8 @@ def _report(config: dict[str, Any], ctx: TrialContext, report: Any) -> None:
     trial_id = tune.get_context().get_trial_id()
     started = time.perf_counter()
     try:
-        rows = rows_of_trial(ctx, dict(config), trial_id)
+        with _epochs_reported(ctx, report):
+            rows = rows_of_trial(ctx, dict(config), trial_id)
     except StoragePermanentError as exc:
         # Disk full, read-only, forbidden: a retry would fail the same way, so the trial
         # reports the error (the driver records it and ends the sweep with one line)
@@ -166,6 +256,19 @@ def _report(config: dict[str, Any], ctx: TrialContext, report: Any) -> None:
         return
     # trial_seconds: the work itself, so that the sweep's overhead can be measured around it.
     report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
+
+
+@contextlib.contextmanager
+def _epochs_reported(ctx: TrialContext, report: Any) -> Iterator[None]:
+    """Head trials report at ``ctx.report_rungs`` (full mode reports every epoch through
+    Train's callback, :func:`_epoch_callbacks`)."""
+    if not ctx.report_rungs or ctx.mode == "full":
+        yield
+        return
+    from explore.training.head import reporting_epochs
+
+    with reporting_epochs(EpochReports(ctx.seeds, report, ctx.report_rungs)):
+        yield
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -184,7 +287,7 @@ def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     Costs Train's start-up per trial, buys Train's worker fault tolerance."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from explore.store.uri import is_s3, resolve
@@ -199,6 +302,8 @@ def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         train_loop_config={"ctx": ctx, "knobs": dict(config), "trial_id": trial_id},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=ctx.gpus_per_trial > 0,
                                                resources_per_worker=resources),
+        # Heads train on the CPU: gloo, not the nccl Ray picks when GPUs are requested.
+        torch_config=TorchConfig(backend="gloo"),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",  # stable per trial: a restarted trial resumes its run
             storage_path=train_path,
@@ -213,7 +318,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     started = time.perf_counter()
-    rows = rows_of_trial(config["ctx"], config["knobs"], config["trial_id"])
+    with _epochs_reported(config["ctx"], ray.train.report):
+        rows = rows_of_trial(config["ctx"], config["knobs"], config["trial_id"])
     ray.train.report({**summarize_rows(rows), "trial_seconds": time.perf_counter() - started})
 
 
@@ -247,7 +353,8 @@ def _run_full(ctx: TrialContext, recipe: Any, params: Any, trial_id: str) -> Fit
     setup = FullSetup(dataset=dataset, features=store.read(ctx.provenance.feature_key),
                       backbone=ctx.backbone, thresholds=ctx.provenance.thresholds, head=ctx.head,
                       in_channels=1 if images is not None and images.ndim == 3 else 3)
-    resources = {"CPU": ctx.cpus_per_trial} | ({"GPU": 1.0} if ctx.backbone.use_gpu else {})
+    resources = ({"CPU": ctx.cpus_per_trial}
+                 | ({"GPU": ctx.gpus_per_worker} if ctx.gpus_per_worker > 0 else {}))
 
     def done(seed: int) -> SeedResult | None:
         record_fs, path = resolve(ctx.layout.seed_record(trial_id, seed))
@@ -268,15 +375,16 @@ def _run_full(ctx: TrialContext, recipe: Any, params: Any, trial_id: str) -> Fit
         storage_path=train_path, run_prefix=f"full-{trial_id}",
         storage_filesystem=fs if is_s3(ctx.storage_uri) else None,
         max_failures=ctx.max_failures, resources_per_worker=resources,
-        callbacks_for_seed=_epoch_callbacks, done=done, save=save,
+        callbacks_for_seed=functools.partial(_epoch_callbacks, EpochReports(ctx.seeds, None)),
+        done=done, save=save,
     )
     return Fit(results)
 
 
-def _epoch_callbacks(seed: int) -> list[Any]:
+def _epoch_callbacks(epochs: EpochReports, seed: int) -> list[Any]:
     """Forward every epoch to Tune when running inside a Tune trial (none otherwise)."""
     try:
-        return [_epoch_report_class()(seed)]
+        return [_epoch_report_class()(seed, epochs)]
     except RuntimeError:  # not in a Tune session: a plain call of run_configuration
         return []
 
@@ -291,16 +399,16 @@ def _epoch_report_class() -> type:
         loop's balanced-validation top-1 of this seed; the trial's final report replaces it
         with the evaluated mean."""
 
-        def __init__(self, seed: int) -> None:
+        def __init__(self, seed: int, epochs: EpochReports) -> None:
             super().__init__()
-            self.seed = seed
+            self.seed, self.epochs = seed, epochs
 
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                          checkpoint: Any) -> None:
-            first = {name: float("nan") for name in summarize_rows([])} | dict(metrics[0])
+            epoch = int(metrics[0].get("epoch", 0)) + 1  # the loop counts from 0
+            first = dict(metrics[0]) | self.epochs.metrics(
+                self.seed, epoch, float(metrics[0].get("val_acc", float("nan"))))
             first.pop("plugin_records", None)
-            first.update(seed=self.seed,
-                         val_acc_overall=float(metrics[0].get("val_acc", float("nan"))))
             super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
     return EpochReport

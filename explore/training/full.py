@@ -154,7 +154,8 @@ def run_full_seeds(
         )
         model = spec.build()
         model.load_state_dict(state)
-        records = {**plan.resolved, **metrics.get("plugin_records", {})}
+        records = {**plan.resolved, **metrics.get("plugin_records", {}),
+                   "worker_gpu_ids": metrics.get("worker_gpu_ids", [])}
         if plan.stage2 is not None:
             result = plan.stage2(_features_of(model, dataset, seed), seed)
             result.records = {**records, **result.records}

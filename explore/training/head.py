@@ -9,9 +9,11 @@ are small, so the seeds of a configuration train one after the other
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +35,7 @@ __all__ = [
     "evaluate_model",
     "fit_head",
     "predict_logits",
+    "reporting_epochs",
     "run_seeds",
     "seed_result",
     "seeded_linear",
@@ -102,6 +105,26 @@ class HeadData:
         return int(self.train[0].shape[1])
 
 
+EpochHook = Callable[[int, int, float], None]
+"""Called after every epoch of every :func:`fit_head` with (seed, 1-based epoch, balanced
+validation top-1)."""
+
+_EPOCH_HOOK: contextvars.ContextVar[EpochHook | None] = contextvars.ContextVar(
+    "explore_epoch_hook", default=None)
+
+
+@contextlib.contextmanager
+def reporting_epochs(hook: EpochHook) -> Iterator[None]:
+    """Within this block every :func:`fit_head` (in this thread) reports each epoch's
+    validation top-1 to ``hook``: how a Tune trial feeds an early-stopping scheduler
+    without a recipe knowing about it. A hook may raise to end training."""
+    token = _EPOCH_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _EPOCH_HOOK.reset(token)
+
+
 def _ce(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
     return F.cross_entropy(logits, targets, reduction="none")
 
@@ -148,6 +171,7 @@ def fit_head(
     states: dict[int, dict[str, Any]] = {}
     curve: list[float] = []
     best = -1.0
+    hook = _EPOCH_HOOK.get() if val is not None else None
     for epoch in range(cfg.epochs):
         order = (plugins.sample_indices(labels, epoch, rng) if plugins.sample_indices is not None
                  else rng.permutation(len(y)))
@@ -162,6 +186,9 @@ def fit_head(
             if acc > best:  # keep only the state that can still be selected
                 best = acc
                 states = {epoch + 1: copy.deepcopy(model.state_dict())}
+        if hook is not None:
+            assert val is not None
+            hook(seed, epoch + 1, curve[-1] if cfg.select == "best_val" else top1(model, val))
     best_epoch = select_epoch(curve, cfg.epochs)
     if best_epoch in states:
         model.load_state_dict(states[best_epoch])

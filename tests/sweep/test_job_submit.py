@@ -5,68 +5,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from explore.results.reader import read_rows
+from tests.support.ray_nodes import start_node
 from tests.support.synthetic import write_feature_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
 def ray_head(tmp_path):
-    """A separate head node (own ports, so it can run beside the session's cluster),
-    stopped by terminating its `ray start --block` process."""
-    dash = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    ports = {f"--{name}": str(_free_port()) for name in (
-        "port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")}
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2",
-           "--resources", json.dumps({"trial_driver": 2}), "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", "--disable-usage-stats",
-           f"--temp-dir={temp_dir}",  # short: Ray's socket paths must fit in 107 bytes
-           *[f"{k}={v}" for k, v in ports.items()]]
-    log = open(tmp_path / "head.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", dash), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise RuntimeError((tmp_path / "head.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield address
-    os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    """A separate head node (own ports, so it can run beside the session's cluster)."""
+    node = start_node(tmp_path / "head.log", num_cpus=2, resources={"trial_driver": 2})
+    yield node.dashboard
+    node.stop()
 
 
 def test_job_submission_runs_a_sweep_into_s3(ray_head, s3_bucket, tmp_path):

@@ -94,3 +94,24 @@ def test_few_within_needs_the_reference():
     cfg = load(["alphanet_k", "search.objective=few_within"])
     with pytest.raises(ValueError, match="few_within"):
         search.searcher(cfg, cfg.space, "s", optuna.storages.InMemoryStorage(), None)
+
+
+def test_a_trial_stopped_after_an_epoch_report_is_pruned_not_completed():
+    """ASHA stops a trial after one of its per-epoch reports: the study records it PRUNED
+    (its partial curve is not the configuration's value), and the search goes on."""
+    from explore.sweep.trial import EpochReports
+
+    storage = optuna.storages.InMemoryStorage()
+    s = _searcher(["space.k.high=3"], storage)
+    config = s.suggest("t0")
+    epoch_report = EpochReports([0, 1], report=None).metrics(seed=0, epoch=3, val_top1=0.4)
+    s.on_trial_result("t0", {**epoch_report, "training_iteration": 3})
+    s.on_trial_complete("t0", {**epoch_report, "training_iteration": 3})
+    assert isinstance(s.suggest("t1"), dict)  # the search goes on; this one completes
+    s.on_trial_complete("t1", {"val_acc_overall": 0.5, "val_acc_few": 0.2})
+    study = optuna.load_study(study_name="study", storage=storage)
+    first, second = study.trials[0], study.trials[-1]
+    assert first.params == {k: config[k] for k in first.params}
+    assert first.state == optuna.trial.TrialState.PRUNED
+    assert first.intermediate_values == {3: 0.4} and first.user_attrs["trial_id"] == "t0"
+    assert second.state == optuna.trial.TrialState.COMPLETE and second.value == 0.5

@@ -13,7 +13,7 @@ from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance
 from explore.splits import SplitThresholds
 from explore.store import FeatureStore
-from explore.sweep.trial import TrialContext, rows_of_trial, summarize_rows
+from explore.sweep.trial import EPOCHS_TRAINED, TrialContext, rows_of_trial, summarize_rows
 from explore.training.head import HeadTrainConfig
 from tests.support.synthetic import feature_set
 
@@ -60,3 +60,68 @@ def test_a_trial_writes_one_row_per_seed_and_reuses_them(store_and_keys, method,
     again = rows_of_trial(ctx, knobs, f"t-{method}")  # read back, not retrained
     np.testing.assert_allclose([r["acc_overall"] for r in again], [r["acc_overall"] for r in rows])
     assert json.loads(again[0]["params_json"])["params"] == json.loads(rows[0]["params_json"])["params"]
+
+
+def _ctx(root: str, method: str, **kw) -> TrialContext:
+    prov = Provenance(sweep_id="s1", space="x", mode="head", dataset="synthetic",
+                      feature_key="features", thresholds=SplitThresholds(), code_version="v",
+                      base="crt", base_key="base")
+    return TrialContext(layout=SweepLayout(root, "s1"), provenance=prov, method=method,
+                        method_settings={}, head=HEAD, seeds=(0, 1), **kw)
+
+
+def test_per_epoch_reports_then_a_stop_gives_stopped_rows(store_and_keys):
+    """At rungs 1..4, a head trial reports each epoch of each seed in turn (what ASHA
+    counts); stopped by the scheduler (SystemExit out of a report, as Tune does) after
+    seed 0's 3 epochs and seed 1's first, it writes no rows of its own, and its stopped
+    rows say how far each seed got and carry no metric."""
+    from explore.results import writer
+    from explore.sweep.trial import _epochs_reported, epochs_reached, stopped_rows
+
+    ctx = _ctx(store_and_keys, "swrm", report_rungs=(1, 2, 3, 4))
+    reports: list[dict] = []
+
+    def report(metrics: dict) -> None:
+        reports.append(metrics)
+        if len(reports) == 4:
+            raise SystemExit(0)
+
+    with pytest.raises(SystemExit), _epochs_reported(ctx, report):
+        rows_of_trial(ctx, {"W": 3}, "t-stop")
+    assert [(r["seed"], r["epoch"]) for r in reports] == [(0, 1), (0, 2), (0, 3), (1, 1)]
+    assert [r[EPOCHS_TRAINED] for r in reports] == [1, 2, 3, 4]
+    assert all(0 <= r["val_acc_overall"] <= 1 and math.isnan(r["acc_few"]) for r in reports)
+    assert SweepLayout.trial_name("t-stop") not in writer.existing_names(ctx.layout)
+    assert epochs_reached(reports[-1]) == {0: 3, 1: 1}
+    assert epochs_reached(summarize_rows([])) is None  # a trial's final report
+
+    rows = stopped_rows(ctx, {"W": 3}, "t-stop", reports[-1])
+    assert [(r["seed"], r["status"], r["stopped_epoch"]) for r in rows] == [
+        (0, "stopped", 3), (1, "stopped", 1)]
+    assert all(r["W"] == 3 and r.get("acc_overall") is None and r.get("val_acc_overall") is None
+               for r in rows)
+    assert all(r["started_at"] <= r["finished_at"] for r in rows)
+
+
+def test_a_head_trial_reports_only_when_it_reaches_a_rung(store_and_keys):
+    """Rungs at 2 and 5 epochs (2.5 rounds up: the scheduler compares at the first count at
+    or past a rung); each report waits for the driver, so no other epoch is sent."""
+    from explore.sweep.trial import _epochs_reported
+
+    ctx = _ctx(store_and_keys, "swrm", report_rungs=(2, 2.5, 5))
+    reports: list[dict] = []
+    with _epochs_reported(ctx, reports.append):
+        rows_of_trial(ctx, {"W": 4}, "t-rungs")
+    assert [(r[EPOCHS_TRAINED], r["seed"], r["epoch"]) for r in reports] == [
+        (2, 0, 2), (3, 0, 3), (5, 1, 2)]
+
+
+def test_without_rungs_a_head_trial_reports_nothing_per_epoch(store_and_keys):
+    from explore.sweep.trial import _epochs_reported
+
+    ctx = _ctx(store_and_keys, "swrm")
+    reports: list[dict] = []
+    with _epochs_reported(ctx, reports.append):
+        rows = rows_of_trial(ctx, {"W": 5}, "t-fifo")
+    assert reports == [] and len(rows) == 2
+    assert rows[0]["started_at"] <= rows[0]["finished_at"]

@@ -234,7 +234,8 @@ def test_full_mode_sweep_trains_the_backbone_in_a_train_run_per_seed(ray_cluster
     (result_file,) = (sweep_dir / "tune").rglob("result.json")
     reports = [json.loads(line) for line in result_file.read_text().splitlines()]
     epochs = [r for r in reports if r.get("checkpoint_path")]
-    assert [int(r["epoch"]) for r in epochs] == [0, 1]
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]  # 1-based, as head trials report
+    assert [r["explore_epochs"] for r in epochs] == [1, 2] and all(r["seed"] == 0 for r in epochs)
     assert all(r["world_size"] == 2 and r["dist_world_size"] == 2 for r in epochs)  # gloo DDP
     assert reports[-1]["val_acc_overall"] == pytest.approx(row.val_acc_overall)
 

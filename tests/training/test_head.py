@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from explore.training.head import HeadTrainConfig, fit_head, select_epoch
+from explore.training.head import HeadTrainConfig, fit_head, reporting_epochs, select_epoch
 from explore.training.plugins import Plugins
 from tests.support.synthetic import feature_arrays
 
@@ -86,3 +86,42 @@ def test_adam_with_cosine_to_a_floor():
     assert lrs == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="optimizer"):
         HeadTrainConfig(optimizer="rmsprop")
+
+
+@pytest.mark.parametrize("select", ["best_val", "last"])
+def test_reporting_epochs_sees_every_epochs_validation_top1(select):
+    """The hook gets (seed, epoch, val top-1) after each epoch, recomputed here from the
+    weights saved at that epoch; outside the block nothing is reported."""
+    arrays = feature_arrays(seed=1, d=8)
+    states: list[dict] = []
+    plugins = Plugins(on_epoch_end=lambda e, model, stats: states.append(copy.deepcopy(model.state_dict())))
+    cfg = HeadTrainConfig(epochs=4, batch_size=32, lr=0.5, select=select)
+    seen: list[tuple[int, int, float]] = []
+    with reporting_epochs(lambda *args: seen.append(args)):
+        fit_head(torch.nn.Linear(8, 9), arrays["train"], arrays["val"], cfg, seed=3, plugins=plugins)
+    fit_head(torch.nn.Linear(8, 9), arrays["train"], arrays["val"], cfg, seed=4)
+    accs = []
+    for state in states:
+        probe = torch.nn.Linear(8, 9)
+        probe.load_state_dict(state)
+        with torch.no_grad():
+            accs.append(float((probe(torch.as_tensor(arrays["val"][0])).argmax(1).numpy()
+                               == arrays["val"][1]).mean()))
+    assert [(s, e) for s, e, _ in seen] == [(3, 1), (3, 2), (3, 3), (3, 4)]
+    assert [a for _, _, a in seen] == pytest.approx(accs)
+
+
+def test_a_hook_that_raises_ends_training():
+    """How a scheduler's stop reaches the loop: the exception leaves fit_head."""
+    arrays = feature_arrays(seed=1, d=8)
+    epochs: list[int] = []
+
+    def stop_after_two(seed: int, epoch: int, acc: float) -> None:
+        epochs.append(epoch)
+        if epoch == 2:
+            raise SystemExit(0)
+
+    with pytest.raises(SystemExit), reporting_epochs(stop_after_two):
+        fit_head(torch.nn.Linear(8, 9), arrays["train"], arrays["val"],
+                 HeadTrainConfig(epochs=6, batch_size=32), seed=0)
+    assert epochs == [1, 2]
