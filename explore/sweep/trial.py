@@ -28,9 +28,9 @@ from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
 
-__all__ = ["EPOCHS_TRAINED", "STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext", "current_placement", "load_inputs",
-           "rows_of_trial", "run_configuration", "summarize_rows", "train_job_trainable",
-           "trainable"]
+__all__ = ["EPOCHS_TRAINED", "STORAGE_ERROR", "SUMMARY_METRICS", "TrialContext",
+           "current_placement", "load_inputs", "rows_of_trial", "run_configuration",
+           "summarize_rows", "train_job_trainable", "trainable"]
 
 STORAGE_ERROR = "explore_storage_error"
 """The key of a trial's report that carries a permanent storage failure."""
@@ -195,10 +195,12 @@ class EpochReports:
         self._placement: dict[str, Any] | None = None
         self._started = time.time()
 
-    def metrics(self, seed: int, epoch: int, val_top1: float) -> dict[str, Any]:
-        """Counts one more epoch of ``seed`` and returns its report."""
+    def metrics(self, seed: int, epoch: int, val_top1: float,
+                trained: int | None = None) -> dict[str, Any]:
+        """Counts one more epoch of ``seed`` (or sets the count to ``trained``) and returns
+        its report."""
         self.epochs[seed] = epoch
-        self.trained += 1
+        self.trained = self.trained + 1 if trained is None else trained
         if self._placement is None:  # on first use: built on the trial driver, used there
             self._placement = current_placement()
         placement = {**self._placement, "started_at": self._started, "finished_at": time.time()}
@@ -375,18 +377,30 @@ def _run_full(ctx: TrialContext, recipe: Any, params: Any, trial_id: str) -> Fit
         storage_path=train_path, run_prefix=f"full-{trial_id}",
         storage_filesystem=fs if is_s3(ctx.storage_uri) else None,
         max_failures=ctx.max_failures, resources_per_worker=resources,
-        callbacks_for_seed=functools.partial(_epoch_callbacks, EpochReports(ctx.seeds, None)),
+        callbacks_for_seed=functools.partial(_epoch_callbacks, ctx.seeds, ctx.backbone.epochs),
         done=done, save=save,
     )
     return Fit(results)
 
 
-def _epoch_callbacks(epochs: EpochReports, seed: int) -> list[Any]:
-    """Forward every epoch to Tune when running inside a Tune trial (none otherwise)."""
+def _epoch_callbacks(seeds: Sequence[int], epochs_per_seed: int, seed: int) -> list[Any]:
+    """Forward every epoch to Tune when running inside a Tune trial (none otherwise). The
+    seeds before ``seed`` have trained all their epochs (they run in order); the callback
+    is pickled into Train's controller, so it starts from that count."""
     try:
-        return [_epoch_report_class()(seed, epochs)]
+        return [_epoch_report_class()(seed, *epoch_reports_from(seeds, epochs_per_seed, seed))]
     except RuntimeError:  # not in a Tune session: a plain call of run_configuration
         return []
+
+
+def epoch_reports_from(seeds: Sequence[int], epochs_per_seed: int,
+                       seed: int) -> tuple[EpochReports, int]:
+    """The reports of ``seed``'s run, with every earlier seed at ``epochs_per_seed``, and
+    the epochs the trial trained before it."""
+    before = list(seeds)[: list(seeds).index(seed)]
+    epochs = EpochReports(seeds, None)
+    epochs.epochs.update({s: epochs_per_seed for s in before})
+    return epochs, len(before) * epochs_per_seed
 
 
 @functools.cache
@@ -399,15 +413,17 @@ def _epoch_report_class() -> type:
         loop's balanced-validation top-1 of this seed; the trial's final report replaces it
         with the evaluated mean."""
 
-        def __init__(self, seed: int, epochs: EpochReports) -> None:
+        def __init__(self, seed: int, epochs: EpochReports, trained_before: int) -> None:
             super().__init__()
-            self.seed, self.epochs = seed, epochs
+            self.seed, self.epochs, self.trained_before = seed, epochs, trained_before
 
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                          checkpoint: Any) -> None:
             epoch = int(metrics[0].get("epoch", 0)) + 1  # the loop counts from 0
+            # from the epoch itself, not a count: a resumed run starts past epoch 1
             first = dict(metrics[0]) | self.epochs.metrics(
-                self.seed, epoch, float(metrics[0].get("val_acc", float("nan"))))
+                self.seed, epoch, float(metrics[0].get("val_acc", float("nan"))),
+                trained=self.trained_before + epoch)
             first.pop("plugin_records", None)
             super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 

@@ -125,3 +125,15 @@ def test_without_rungs_a_head_trial_reports_nothing_per_epoch(store_and_keys):
         rows = rows_of_trial(ctx, {"W": 5}, "t-fifo")
     assert reports == [] and len(rows) == 2
     assert rows[0]["started_at"] <= rows[0]["finished_at"]
+
+
+def test_full_mode_epoch_reports_count_the_seeds_trained_before():
+    """Full mode's Train callback is pickled per seed: the third seed's third epoch is the
+    trial's 2·5 + 3 = 13th, with the first two seeds at all 5 epochs."""
+    from explore.sweep.trial import epoch_reports_from, epochs_reached
+
+    epochs, before = epoch_reports_from((7, 8, 9), 5, 9)
+    report = epochs.metrics(9, 3, 0.5, trained=before + 3)
+    assert before == 10 and report[EPOCHS_TRAINED] == 13
+    assert epochs_reached(report) == {7: 5, 8: 5, 9: 3}
+    assert epoch_reports_from((7, 8, 9), 5, 7)[1] == 0
