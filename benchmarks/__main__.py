@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from benchmarks._timing import Figure
+from benchmarks._timing import Figure, load_average
 from benchmarks.heads import bench_heads
 from benchmarks.overhead import bench_overhead
 from benchmarks.recompute import bench_recompute
@@ -69,11 +69,6 @@ QUICK = Mode("quick", replace(IMAGENET_LT, d=256).scaled(200), None, epochs=10, 
 
 def _describe(size: LongTailSize) -> str:
     return f"C={size.num_classes}, N_train={size.train_total}, d={size.d}"
-
-
-def _load() -> str:
-    """The 1-minute load average: other jobs on the machine show up in it."""
-    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
 def _print(line: str) -> None:
@@ -167,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     _print(f"explore benchmarks, {mode.name} mode: {', '.join(n for n in NAMES if n in only)}")
     print(f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}, "
-          f"load average {_load()}")
+          f"load average {load_average():.1f}")
     started = time.perf_counter()
     figures = run(mode, only)
     missed = [f.name.strip() for f in figures if f.met is False]
-    print(f"\ndone in {time.perf_counter() - started:.0f} s (load average {_load()}); "
+    print(f"\ndone in {time.perf_counter() - started:.0f} s (load average {load_average():.1f}); "
           f"targets missed: {missed or 'none'}")
     return 0
 

@@ -7,6 +7,8 @@ so that a burst of load from elsewhere hits both, and summarised by medians.
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +26,12 @@ class Timed:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS has none): other jobs on the
+    machine show up in it."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
 
 
 def time_side_by_side(paths: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Timed]:

@@ -21,7 +21,6 @@ most a batched run could save is the part of each epoch above the floor.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from benchmarks._timing import Figure, Timed, fmt_times, speedup, time_side_by_side
+from benchmarks._timing import Figure, Timed, fmt_times, load_average, speedup, time_side_by_side
 from benchmarks.fast_paths import PathReport, bench_fast_paths
 from benchmarks.synthetic import Problem, make_aux_split
 from explore.recipes import get_recipe
@@ -278,7 +277,7 @@ def bench_head(case: HeadCase, inputs: TrialInputs, seeds: Sequence[int], batch_
     x = tensor_view(fset.train.features)
     val_x = tensor_view(fset.val.features)
     epochs = case.head.epochs
-    load_before = _load()
+    load_before = load_average()
     per_epoch, floor = Timed(), Timed()
     other: list[float] = []
     acc: list[float] = []
@@ -299,11 +298,7 @@ def bench_head(case: HeadCase, inputs: TrialInputs, seeds: Sequence[int], batch_
         "sequential": lambda: floor_seeds(shape, x, batch_seeds, batches, batched=False),
     }, len(seeds))
     return HeadReport(case, shape, per_epoch, floor, other, acc, timed["batched"], timed["sequential"],
-                      batch_seeds, batches, (load_before, _load()))
-
-
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                      batch_seeds, batches, (load_before, load_average()))
 
 
 @dataclass(frozen=True)

@@ -332,8 +332,6 @@ class ProgressReporter(Callback):
         self.total, self.metric, self.ctx, self.mode = total, metric, ctx, mode
         self.on_trial_end: Callable[[], None] = on_trial_end or (lambda: None)
         self.finished = 0
-        self.stopped = 0
-        """Trials the scheduler stopped early."""
         self.running = 0
         self.best: tuple[float, dict[str, Any]] | None = None
         self.start = time.monotonic()
@@ -416,20 +414,12 @@ class ProgressReporter(Callback):
         each seed reached (never results: the analysis leaves them out)."""
         from explore.sweep.trial import stopped_rows
 
-        self.finished += 1
-        self.stopped += 1
-        self.running = max(self.running - 1, 0)
-        self._advance()
-        self._trial_line(f"[{self.finished}/{self.total}] {fmt_knobs(trial.config)}: stopped early "
-                         f"after {sum(epochs.values())} epoch(s) "
-                         f"(val top-1 {float(result.get(self.metric, math.nan)):.4f})",
-                         important=False)
-        try:
-            writer.write_rows(self.ctx.layout, SweepLayout.trial_name(trial.trial_id),
-                              stopped_rows(self.ctx, dict(trial.config), trial.trial_id, result))
-        except StorageError as exc:
-            log.error("could not record stopped trial %s: %s", trial.trial_id, exc)
-        self.on_trial_end()
+        self._ended_without_results(
+            trial, f"{fmt_knobs(trial.config)}: stopped early after "
+                   f"{sum(epochs.values())} epoch(s) "
+                   f"(val top-1 {float(result.get(self.metric, math.nan)):.4f})",
+            important=False, name=SweepLayout.trial_name(trial.trial_id),
+            rows=lambda: stopped_rows(self.ctx, dict(trial.config), trial.trial_id, result))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._failed(trial, _error_line(trial))
@@ -439,18 +429,28 @@ class ProgressReporter(Callback):
         them)."""
         from explore.sweep.trial import error_rows
 
+        self._ended_without_results(
+            trial, f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: {message}",
+            important=True, name=SweepLayout.error_name(dict(trial.config)),
+            # rows written before the failure (e.g. lost while reporting) are kept
+            rows=lambda: [] if self._has_rows(trial) else error_rows(
+                self.ctx, dict(trial.config), trial.trial_id, message))
+
+    def _ended_without_results(self, trial: Any, what: str, *, important: bool, name: str,
+                               rows: Callable[[], list[dict[str, Any]]]) -> None:
+        """Count a trial that ended without results, print its line, write its ``rows``
+        (none: nothing to write) as ``name`` — the store failing is logged, the driver
+        stays up."""
         self.finished += 1
         self.running = max(self.running - 1, 0)
         self._advance()
-        self._trial_line(f"[{self.finished}/{self.total}] trial {trial.trial_id} "
-                         f"({fmt_knobs(trial.config)}) failed: {message}", important=True)
+        self._trial_line(f"[{self.finished}/{self.total}] {what}", important=important)
         try:
-            if SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout):
-                return  # its rows were written before the failure (e.g. lost while reporting)
-            rows = error_rows(self.ctx, dict(trial.config), trial.trial_id, message)
-            writer.write_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)), rows)
-        except StorageError as exc:  # the store itself is failing: say so, keep the driver up
-            log.error("could not record the failure of trial %s: %s", trial.trial_id, exc)
+            built = rows()
+            if built:
+                writer.write_rows(self.ctx.layout, name, built)
+        except StorageError as exc:
+            log.error("could not record trial %s: %s", trial.trial_id, exc)
         self.on_trial_end()
 
     def _advance(self) -> None:

@@ -135,15 +135,26 @@ def current_placement() -> dict[str, Any]:
 def error_rows(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
                message: str) -> list[dict[str, Any]]:
     """``status=error`` rows of a trial that failed for good, one per seed."""
+    return _rows_without_results(ctx, knobs, trial_id, "error", error=message)
+
+
+def _rows_without_results(ctx: TrialContext, knobs: dict[str, Any], trial_id: str, status: str,
+                          **row: Any) -> list[dict[str, Any]]:
+    """One row per seed of a trial that has no results (failed or stopped): its knobs and
+    params (only the knobs when they do not make valid params), no metric; ``row``: the
+    rest of :func:`build_row`'s keywords."""
     recipe = get_recipe(ctx.method)
     try:
         params = recipe.params({**ctx.method_settings, **knobs})
         columns = recipe.columns(params)
     except ValueError:
         params, columns = None, {k: v for k, v in knobs.items() if k in recipe.knobs}
+    stopped_epochs = row.pop("stopped_epochs", {})
     return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
                       result=SeedResult(seed=s, best_epoch=0, test={}, val={}), knobs=columns,
-                      params=params, status="error", error=message)
+                      params=params, status=status,
+                      stopped_epoch=stopped_epochs.get(s, 0) if status == "stopped" else None,
+                      **row)
             for s in ctx.seeds]
 
 
@@ -199,8 +210,14 @@ class EpochReports:
                 trained: int | None = None) -> dict[str, Any]:
         """Counts one more epoch of ``seed`` (or sets the count to ``trained``) and returns
         its report."""
+        self._count(seed, epoch, trained)
+        return self._report_of(seed, epoch, val_top1)
+
+    def _count(self, seed: int, epoch: int, trained: int | None) -> None:
         self.epochs[seed] = epoch
         self.trained = self.trained + 1 if trained is None else trained
+
+    def _report_of(self, seed: int, epoch: int, val_top1: float) -> dict[str, Any]:
         if self._placement is None:  # on first use: built on the trial driver, used there
             self._placement = current_placement()
         placement = {**self._placement, "started_at": self._started, "finished_at": time.time()}
@@ -209,11 +226,11 @@ class EpochReports:
                 "epochs_by_seed": json.dumps(self.epochs), "placement": json.dumps(placement)}
 
     def __call__(self, seed: int, epoch: int, val_top1: float) -> None:
-        metrics = self.metrics(seed, epoch, val_top1)
-        if self._rungs and self.trained >= self._rungs[0]:
-            while self._rungs and self.trained >= self._rungs[0]:
-                self._rungs.pop(0)
-            self._report(metrics)
+        self._count(seed, epoch, None)
+        if not self._rungs or self.trained < self._rungs[0]:
+            return
+        self._rungs = [rung for rung in self._rungs if rung > self.trained]
+        self._report(self._report_of(seed, epoch, val_top1))
 
 
 def epochs_reached(result: dict[str, Any]) -> dict[int, int] | None:
@@ -229,15 +246,9 @@ def stopped_rows(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
     """``status=stopped`` rows of a trial the scheduler ended after ``last_report`` (a
     per-epoch report): one per seed, with the epochs it reached, where and how long the
     trial ran, and no metrics (a stopped trial is never a finished result)."""
-    epochs = epochs_reached(last_report) or {}
-    recipe = get_recipe(ctx.method)
-    params = recipe.params({**ctx.method_settings, **knobs})
-    return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
-                      result=SeedResult(seed=s, best_epoch=0, test={}, val={}),
-                      knobs=recipe.columns(params), params=params, training=ctx.head,
-                      status="stopped", stopped_epoch=epochs.get(s, 0),
-                      placement=json.loads(last_report.get("placement") or "{}"))
-            for s in ctx.seeds]
+    return _rows_without_results(ctx, knobs, trial_id, "stopped", training=ctx.head,
+                                 stopped_epochs=epochs_reached(last_report) or {},
+                                 placement=json.loads(last_report.get("placement") or "{}"))
 
 
 def _report(config: dict[str, Any], ctx: TrialContext, report: Any) -> None:

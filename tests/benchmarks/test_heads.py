@@ -33,6 +33,7 @@ from explore.text_encoder import class_text_features
 from explore.training.head import HeadTrainConfig, fit_head, predict_logits, top1
 from explore.training.inputs import TrialInputs
 from explore.training.plugins import Plugins
+from tests.support.torch_threads import one_torch_thread
 
 TINY = LongTailSize(num_classes=40, train_total=4634, d=16)
 
@@ -44,10 +45,8 @@ def problem() -> Problem:
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 # --- the benchmark -------------------------------------------------------------------------

@@ -5,23 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from explore.splits import SplitThresholds
 from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from tests.support.synthetic import feature_set
+from tests.support.torch_threads import one_torch_thread
 
 FAST = HeadTrainConfig(epochs=4, batch_size=64)
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _one_torch_thread():
-    """Tiny heads: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="package")
