@@ -90,7 +90,7 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
         reference = Reference(name, same, [key] * len(same), deterministic=True)
         return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, key)
     if recipe.reference_name is not None:  # the method's own reference, on the same seeds
-        from explore.sweep.progress import Progress
+        from explore.console import Progress
 
         log.info("reference: training %s on cached features, %d seeds", recipe.reference_name,
                  len(cfg.seeds))
@@ -102,7 +102,7 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
         reference = Reference(recipe.reference_name, fit.results, [None] * len(fit.results),
                               deterministic=False)
         return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
-    from explore.sweep.progress import Progress
+    from explore.console import Progress
 
     results: list[SeedResult] = []
     keys: list[str | None] = []
@@ -135,8 +135,8 @@ def evaluate_classifier(
 def _imported_features(
     uri: str, store: FeatureStore
 ) -> tuple[str, str, FeatureSet, LinearClassifier | None]:
+    from explore.console import Progress
     from explore.store.imported import import_feature_dir, imported_feature_key
-    from explore.sweep.progress import Progress
 
     holder: dict[str, Any] = {}
 
@@ -223,7 +223,7 @@ def _trained_backbone(cfg: SweepConfig, store: FeatureStore, backbone: BackboneR
         "backbone: training %s on %d images as a Ray Train job (%d workers, %d epochs)",
         bcfg.arch, len(dataset.train), bcfg.num_workers, bcfg.epochs,
     )
-    from explore.sweep.progress import EpochProgress
+    from explore.console import EpochProgress
 
     fs, root = resolve(cfg.storage_uri)
     progress = EpochProgress(f"backbone {bcfg.arch}", bcfg.epochs, bcfg.num_workers)
@@ -280,7 +280,7 @@ def _extract(
     names = ("train", "val", "test") + (("aux",) if dataset.aux is not None else ())
 
     def build() -> FeatureSet:
-        from explore.sweep.progress import Progress
+        from explore.console import Progress
 
         log.info("features: extracting %s for %s", spec.arch, "/".join(names))
         splits = {}
@@ -337,7 +337,7 @@ def _base_model(
         arrays, _ = store.get_arrays(key, "classifier")
         log.info("base: cached %s seed %d (%s)", spec.name, seed, key)
         return spec.name, key, LinearClassifier(arrays["weight"], arrays["bias"])
-    from explore.sweep.progress import Progress
+    from explore.console import Progress
 
     log.info("base: training %s on cached features, seed %d", spec.name, seed)
     if not spinner:

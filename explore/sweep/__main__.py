@@ -214,8 +214,8 @@ def _run(name: str, overrides: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from explore.config import compose, sweep_config
+    from explore.console import setup_logging
     from explore.sweep.driver import SweepFailedError, run
-    from explore.sweep.progress import setup_logging
     from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
 
     try:

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from explore import console as progress
 from explore.backbone import BackboneTrainConfig, ModelSpec, extract_features, train_backbone
+from explore.console import EpochProgress, Progress, fmt_knobs, fmt_value
 from explore.results.layout import SweepLayout
-from explore.sweep import progress
-from explore.sweep.progress import EpochProgress, Progress, ProgressReporter, fmt_knobs, fmt_value
+from explore.sweep.progress import ProgressReporter
 from tests.backbone.images import bars, fresh_cnn
 
 
