@@ -50,7 +50,8 @@ def bench_overhead(num_trials: int, trial_seconds: float, placements: tuple[str,
     from explore.store import FeatureStore
     from explore.sweep import trial as trial_mod
     from explore.sweep.__main__ import main as sweep_main
-    from explore.sweep.trial import TrialContext, run_configuration
+    from explore.sweep.context import HeadTrialContext
+    from explore.sweep.trial import run_configuration
 
     root = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     feats = _feature_dir(root / "feats")
@@ -67,11 +68,11 @@ def bench_overhead(num_trials: int, trial_seconds: float, placements: tuple[str,
                             thresholds=cfg.splits, code_version="bench",
                             base=prepared.reference.name, base_key=prepared.base_key)
 
-    def context(epochs: int) -> TrialContext:
+    def context(epochs: int) -> HeadTrialContext:
         settings = {**cfg.method_settings, "epochs": epochs, "lr_step_epochs": max(10, epochs // 3)}
-        return TrialContext(layout=SweepLayout(store_uri, "bench"), provenance=provenance,
-                            method="alphanet", method_settings=settings, head=cfg.head,
-                            seeds=tuple(cfg.seeds))
+        return HeadTrialContext(layout=SweepLayout(store_uri, "bench"), provenance=provenance,
+                                method="alphanet", method_settings=settings, head=cfg.head,
+                                seeds=tuple(cfg.seeds))
 
     run_configuration(context(25), {"k": 2}, "warm-up")
     started = time.perf_counter()

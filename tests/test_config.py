@@ -11,7 +11,7 @@ from explore.recipes import RECIPES, get_recipe
 from explore.recipes.bases import TauNormSettings
 from explore.splits import SplitThresholds
 from explore.sweep.__main__ import main as sweep_main
-from explore.sweep.driver import checked_space
+from explore.sweep.plan import checked_space
 from explore.training.head import HeadTrainConfig
 from explore.training.inputs import DataFacts
 
@@ -179,7 +179,7 @@ def test_unreachable_storage_is_a_one_line_error_without_secrets(monkeypatch, ca
 def test_gpus_per_worker_follows_use_gpu_and_bounds_full_mode_concurrency():
     """``runner.gpus_per_worker``: null is 1 GPU per worker with backbone.use_gpu, else 0;
     full-mode trials run at most as many at once as the cluster's CPUs and GPUs hold."""
-    from explore.sweep.driver import _check_full_mode
+    from explore.sweep.plan import check_mode
     from explore.sweep.scheduling import trials_that_fit
 
     cpu, gpu = load(["swrm_window", "mode=full"]), load(["swrm_window", "backbone=resnet32"])
@@ -194,7 +194,7 @@ def test_gpus_per_worker_follows_use_gpu_and_bounds_full_mode_concurrency():
     assert trials_that_fit(cpu, {"CPU": 16, "GPU": 0}) == 2  # no GPUs asked: CPUs and the cap
     refused = load(["swrm_window", "mode=full", "backbone=resnet32", "runner.gpus_per_worker=0"])
     with pytest.raises(ConfigError, match="runner.gpus_per_worker=0 gives the Train workers no GPU"):
-        _check_full_mode(refused, get_recipe("swrm"))
+        check_mode(refused, get_recipe("swrm"))
 
 
 def test_asha_compares_the_epochs_validation_top1_so_needs_that_objective():

@@ -217,6 +217,7 @@ def _run(name: str, overrides: list[str]) -> int:
     from explore.console import setup_logging
     from explore.sweep.driver import SweepFailedError, run
     from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
+    from explore.sweep.tuning import SweepInterruptedError
 
     try:
         composed = compose(name, overrides)
@@ -225,6 +226,10 @@ def _run(name: str, overrides: list[str]) -> int:
         setup_logging(cfg.verbose)
         keep_credentials_out_of_runtime_envs()
         uri = run(cfg, raw, overrides=overrides)  # type: ignore[arg-type]
+    except (SweepInterruptedError, KeyboardInterrupt) as exc:
+        print(f"error: {exc or 'interrupted'}; finished trials are kept — run the same command "
+              "with resume=<sweep id> to finish it", file=sys.stderr)
+        return 130
     except (ConfigError, StorageError, ValueError, FileNotFoundError, SweepFailedError) as exc:
         print(f"error: {redact(str(exc).strip().splitlines()[0])}", file=sys.stderr)
         return 2

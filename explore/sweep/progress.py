@@ -5,36 +5,26 @@ Drawing only; what a trial's end writes is :class:`explore.sweep.recorder.RowRec
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ray.tune import Callback
 
 from explore.console import Progress, fmt_knobs, fmt_seconds
-from explore.results import writer
-from explore.results.layout import SweepLayout
-from explore.store.uri import StorageError, redact
+from explore.sweep.recorder import error_line
+from explore.sweep.reports import STORAGE_ERROR, epochs_reached
 
 __all__ = ["ProgressReporter"]
-
-log = logging.getLogger("explore")
 
 
 class ProgressReporter(Callback):
     """The sweep's bar (trials done/total, running, best so far on the search metric, time
-    left) and one line per finished trial; status=error rows for a trial that failed for
-    good (after its retries), so the results say what was attempted; a stale error file
-    is removed when a resumed trial later succeeds."""
+    left) and one line per finished, failed or stopped trial. Draws only: what a trial's
+    end writes is :class:`~explore.sweep.recorder.RowRecorder`'s."""
 
-    def __init__(self, total: int, metric: str, ctx: Any, on_trial_end: Any = None,
-                 mode: str = "max") -> None:
-        self.storage_errors: list[str] = []
-        """Permanent storage failures trials reported (the driver ends the sweep with one)."""
-        self.total, self.metric, self.ctx, self.mode = total, metric, ctx, mode
-        self.on_trial_end: Callable[[], None] = on_trial_end or (lambda: None)
+    def __init__(self, total: int, metric: str, mode: str = "max") -> None:
+        self.total, self.metric, self.mode = total, metric, mode
         self.finished = 0
         self.running = 0
         self.best: tuple[float, dict[str, Any]] | None = None
@@ -76,29 +66,26 @@ class ProgressReporter(Callback):
             self.bar.write(line)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from explore.sweep.trial import STORAGE_ERROR, epochs_reached
-
         result = trial.last_result or {}
-        if result.get(STORAGE_ERROR):  # a permanent storage failure the trial did not retry
-            self.storage_errors.append(str(result[STORAGE_ERROR]))
-            self._failed(trial, str(result[STORAGE_ERROR]))
+        if result.get(STORAGE_ERROR):
+            self._ended(f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: "
+                        f"{result[STORAGE_ERROR]}", important=True)
             return
         epochs = epochs_reached(result)
-        if epochs is not None and not self._has_rows(trial):
-            self._stopped(trial, result, epochs)
+        if epochs is not None:
+            self._ended(f"{fmt_knobs(trial.config)}: stopped early after "
+                        f"{sum(epochs.values())} epoch(s) (val top-1 "
+                        f"{float(result.get(self.metric, math.nan)):.4f})", important=False)
             return
-        self.finished += 1
-        self.running = max(self.running - 1, 0)
         value = float(result.get(self.metric, math.nan))
         better = not math.isnan(value) and (
             self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0]))
         if better:
             self.best = (value, dict(trial.config))
-        knobs = fmt_knobs(trial.config)
-        self._advance()
+        self._count()
         left = self.bar.remaining()
         self._trial_line(
-            f"[{self.finished}/{self.total}] {knobs}: {self.metric} {value:.4f}"
+            f"[{self.finished}/{self.total}] {fmt_knobs(trial.config)}: {self.metric} {value:.4f}"
             f"  few {result.get('acc_few', math.nan):.4f}"
             f"  overall {result.get('acc_overall', math.nan):.4f}"
             f"  ({int(result.get('num_seeds', 0))} seeds in "
@@ -107,59 +94,21 @@ class ProgressReporter(Callback):
             + (f", ~{fmt_seconds(left)} left" if self.finished < self.total
                and math.isfinite(left) else "") + ")" + ("  best so far" if better else ""),
             important=better)
-        writer.delete_rows(self.ctx.layout, SweepLayout.error_name(dict(trial.config)))
-        self.on_trial_end()
-
-    def _has_rows(self, trial: Any) -> bool:
-        return SweepLayout.trial_name(trial.trial_id) in writer.existing_names(self.ctx.layout)
-
-    def _stopped(self, trial: Any, result: dict[str, Any], epochs: dict[int, int]) -> None:
-        """A trial the scheduler stopped: its line, and status=stopped rows with the epochs
-        each seed reached (never results: the analysis leaves them out)."""
-        from explore.sweep.trial import stopped_rows
-
-        self._ended_without_results(
-            trial, f"{fmt_knobs(trial.config)}: stopped early after "
-                   f"{sum(epochs.values())} epoch(s) "
-                   f"(val top-1 {float(result.get(self.metric, math.nan)):.4f})",
-            important=False, name=SweepLayout.trial_name(trial.trial_id),
-            rows=lambda: stopped_rows(self.ctx, dict(trial.config), trial.trial_id, result))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._failed(trial, _error_line(trial))
+        self._ended(f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: "
+                    f"{error_line(trial)}", important=True)
 
-    def _failed(self, trial: Any, message: str) -> None:
-        """A trial that failed for good: its line, and status=error rows (if the store takes
-        them)."""
-        from explore.sweep.trial import error_rows
+    def _ended(self, what: str, *, important: bool) -> None:
+        """A trial that ended without results (failed or stopped)."""
+        self._count()
+        self._trial_line(f"[{self.finished}/{self.total}] {what}", important=important)
 
-        self._ended_without_results(
-            trial, f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: {message}",
-            important=True, name=SweepLayout.error_name(dict(trial.config)),
-            # rows written before the failure (e.g. lost while reporting) are kept
-            rows=lambda: [] if self._has_rows(trial) else error_rows(
-                self.ctx, dict(trial.config), trial.trial_id, message))
-
-    def _ended_without_results(self, trial: Any, what: str, *, important: bool, name: str,
-                               rows: Callable[[], list[dict[str, Any]]]) -> None:
-        """Count a trial that ended without results, print its line, write its ``rows``
-        (none: nothing to write) as ``name`` — the store failing is logged, the driver
-        stays up."""
+    def _count(self) -> None:
         self.finished += 1
         self.running = max(self.running - 1, 0)
-        self._advance()
-        self._trial_line(f"[{self.finished}/{self.total}] {what}", important=important)
-        try:
-            built = rows()
-            if built:
-                writer.write_rows(self.ctx.layout, name, built)
-        except StorageError as exc:
-            log.error("could not record trial %s: %s", trial.trial_id, exc)
-        self.on_trial_end()
-
-    def _advance(self) -> None:
         self._note()
-        self.bar.set(self.finished)  # plain output: the trial line already says it
+        self.bar.set(self.finished)  # plain output: the trial line says it
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()
@@ -168,17 +117,3 @@ class ProgressReporter(Callback):
         if self._bar is not None:
             self._note()
             self._bar.close()
-
-
-def _error_line(trial: Any) -> str:
-    """The last line of the trial's error (the exception message), redacted."""
-    text = ""
-    path = getattr(trial, "error_file", None) or ""
-    try:
-        if path:
-            with open(path) as f:
-                text = f.read()
-    except OSError:
-        pass
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return redact(lines[-1].strip())[:500] if lines else "unknown error (see the Ray logs)"

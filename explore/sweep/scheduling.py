@@ -10,6 +10,7 @@ from typing import Any
 
 from explore.config import ConfigError, SweepConfig
 from explore.recipes import get_recipe
+from explore.sweep.context import TrialContext
 
 __all__ = ["drives_train", "max_concurrent", "max_concurrent_guess", "placement_summary",
            "rungs", "scheduler", "trial_function", "trials_that_fit"]
@@ -22,7 +23,7 @@ def drives_train(cfg: SweepConfig) -> bool:
     return cfg.mode == "full" or cfg.runner.head_placement == "ray_train"
 
 
-def trial_function(cfg: SweepConfig, ctx: Any) -> Any:
+def trial_function(cfg: SweepConfig, ctx: TrialContext) -> Any:
     """The Tune trainable with its resources, per ``mode`` and ``runner.head_placement``."""
     import ray
     from ray import tune
@@ -124,7 +125,7 @@ def scheduler(cfg: SweepConfig) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    from explore.sweep.trial import EPOCHS_TRAINED
+    from explore.sweep.reports import EPOCHS_TRAINED
 
     if get_recipe(cfg.method).posthoc:
         log.warning("search.scheduler=asha: %s trials report once, at their end, so none is "

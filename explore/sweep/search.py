@@ -120,7 +120,7 @@ class ExploreOptunaSearch(OptunaSearch):
         user attributes, so the study alone (optuna-dashboard) shows them, and Tune's
         trial id, the ``trial_id`` of its rows in the results. A trial the scheduler
         stopped is told PRUNED."""
-        from explore.sweep.trial import epochs_reached
+        from explore.sweep.reports import epochs_reached
 
         ot_trial = self._ot_trials.get(trial_id)
         if result and epochs_reached(result) is not None:
@@ -154,7 +154,7 @@ class ExploreOptunaSearch(OptunaSearch):
 def result_attrs(result: dict[str, Any]) -> dict[str, float]:
     """The metrics of a trial's result (means over seeds) worth keeping in the study; a
     NaN (a split without samples) is left out — JSON has no NaN."""
-    from explore.sweep.trial import SUMMARY_METRICS
+    from explore.sweep.reports import SUMMARY_METRICS
 
     out = {}
     for name in (*SUMMARY_METRICS, "num_seeds"):

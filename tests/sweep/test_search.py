@@ -99,7 +99,7 @@ def test_few_within_needs_the_reference():
 def test_a_trial_stopped_after_an_epoch_report_is_pruned_not_completed():
     """ASHA stops a trial after one of its per-epoch reports: the study records it PRUNED
     (its partial curve is not the configuration's value), and the search goes on."""
-    from explore.sweep.trial import EpochReports
+    from explore.sweep.reports import EpochReports
 
     storage = optuna.storages.InMemoryStorage()
     s = _searcher(["space.k.high=3"], storage)

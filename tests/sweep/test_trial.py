@@ -1,4 +1,5 @@
-"""A trial without Ray: knobs → recipe → rows, and the summary Tune and Optuna see."""
+"""A trial without Ray: knobs → recipe → rows, the report Tune and Optuna see, and the
+rows the driver's recorder writes from it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance
 from explore.splits import SplitThresholds
 from explore.store import FeatureStore
-from explore.sweep.trial import EPOCHS_TRAINED, TrialContext, rows_of_trial, summarize_rows
+from explore.sweep.context import HeadTrialContext
+from explore.sweep.recorder import RowRecorder, stopped_rows
+from explore.sweep.reports import (
+    EPOCHS_TRAINED,
+    epoch_reports_from,
+    epochs_reached,
+    final_report,
+    summarize_rows,
+)
+from explore.sweep.trial import _epochs_reported, rows_of_trial
 from explore.training.head import HeadTrainConfig
 from tests.support.synthetic import feature_set
 
@@ -43,41 +53,51 @@ def store_and_keys(tmp_path_factory):
 
 @pytest.mark.parametrize("method,knobs", [("alphanet", {"k": 3, "distance": "cosine"}),
                                           ("swrm", {"W": 4})])
-def test_a_trial_writes_one_row_per_seed_and_reuses_them(store_and_keys, method, knobs):
+def test_a_trials_report_carries_one_row_per_seed_and_a_retry_reuses_them(store_and_keys,
+                                                                         method, knobs):
+    """The final report carries the rows; the recorder writes exactly them; a restarted
+    trial reads them back instead of retraining."""
+    from types import SimpleNamespace
+
+    from explore.results import writer
+
     root = store_and_keys
     prov = Provenance(sweep_id="s1", space="x", mode="head", dataset="synthetic",
                       feature_key="features", thresholds=SplitThresholds(), code_version="v",
                       base="crt", base_key="base")
     settings = {"epochs": 6} if method == "alphanet" else {}
-    ctx = TrialContext(layout=SweepLayout(root, "s1"), provenance=prov, method=method,
-                       method_settings=settings, head=HEAD, seeds=(0, 1))
+    ctx = HeadTrialContext(layout=SweepLayout(root, "s1"), provenance=prov, method=method,
+                           method_settings=settings, head=HEAD, seeds=(0, 1))
     rows = rows_of_trial(ctx, knobs, f"t-{method}")
     assert [r["seed"] for r in rows] == [0, 1]
     for name, value in knobs.items():
         assert all(r[name] == value for r in rows)
     assert all(r["role"] == "configuration" and r["base"] == "crt" for r in rows)
     assert all(0 <= r["acc_overall"] <= 1 for r in rows)
+    report = final_report(rows, 1.5)
+    assert report["acc_overall"] == pytest.approx(np.mean([r["acc_overall"] for r in rows]))
+    trial = SimpleNamespace(trial_id=f"t-{method}", config=knobs, last_result=report)
+    RowRecorder(ctx).on_trial_result(0, [], trial, report)
+    written = writer.read_file(ctx.layout, SweepLayout.trial_name(f"t-{method}"))
+    assert written["acc_overall"].tolist() == [r["acc_overall"] for r in rows]
     again = rows_of_trial(ctx, knobs, f"t-{method}")  # read back, not retrained
     np.testing.assert_allclose([r["acc_overall"] for r in again], [r["acc_overall"] for r in rows])
     assert json.loads(again[0]["params_json"])["params"] == json.loads(rows[0]["params_json"])["params"]
 
 
-def _ctx(root: str, method: str, **kw) -> TrialContext:
+def _ctx(root: str, method: str, **kw) -> HeadTrialContext:
     prov = Provenance(sweep_id="s1", space="x", mode="head", dataset="synthetic",
                       feature_key="features", thresholds=SplitThresholds(), code_version="v",
                       base="crt", base_key="base")
-    return TrialContext(layout=SweepLayout(root, "s1"), provenance=prov, method=method,
-                        method_settings={}, head=HEAD, seeds=(0, 1), **kw)
+    return HeadTrialContext(layout=SweepLayout(root, "s1"), provenance=prov, method=method,
+                            method_settings={}, head=HEAD, seeds=(0, 1), **kw)
 
 
 def test_per_epoch_reports_then_a_stop_gives_stopped_rows(store_and_keys):
     """At rungs 1..4, a head trial reports each epoch of each seed in turn (what ASHA
     counts); stopped by the scheduler (SystemExit out of a report, as Tune does) after
-    seed 0's 3 epochs and seed 1's first, it writes no rows of its own, and its stopped
+    seed 0's 3 epochs and seed 1's first, its stopped
     rows say how far each seed got and carry no metric."""
-    from explore.results import writer
-    from explore.sweep.trial import _epochs_reported, epochs_reached, stopped_rows
-
     ctx = _ctx(store_and_keys, "swrm", report_rungs=(1, 2, 3, 4))
     reports: list[dict] = []
 
@@ -91,7 +111,6 @@ def test_per_epoch_reports_then_a_stop_gives_stopped_rows(store_and_keys):
     assert [(r["seed"], r["epoch"]) for r in reports] == [(0, 1), (0, 2), (0, 3), (1, 1)]
     assert [r[EPOCHS_TRAINED] for r in reports] == [1, 2, 3, 4]
     assert all(0 <= r["val_acc_overall"] <= 1 and math.isnan(r["acc_few"]) for r in reports)
-    assert SweepLayout.trial_name("t-stop") not in writer.existing_names(ctx.layout)
     assert epochs_reached(reports[-1]) == {0: 3, 1: 1}
     assert epochs_reached(summarize_rows([])) is None  # a trial's final report
 
@@ -106,8 +125,6 @@ def test_per_epoch_reports_then_a_stop_gives_stopped_rows(store_and_keys):
 def test_a_head_trial_reports_only_when_it_reaches_a_rung(store_and_keys):
     """Rungs at 2 and 5 epochs (2.5 rounds up: the scheduler compares at the first count at
     or past a rung); each report waits for the driver, so no other epoch is sent."""
-    from explore.sweep.trial import _epochs_reported
-
     ctx = _ctx(store_and_keys, "swrm", report_rungs=(2, 2.5, 5))
     reports: list[dict] = []
     with _epochs_reported(ctx, reports.append):
@@ -117,8 +134,6 @@ def test_a_head_trial_reports_only_when_it_reaches_a_rung(store_and_keys):
 
 
 def test_without_rungs_a_head_trial_reports_nothing_per_epoch(store_and_keys):
-    from explore.sweep.trial import _epochs_reported
-
     ctx = _ctx(store_and_keys, "swrm")
     reports: list[dict] = []
     with _epochs_reported(ctx, reports.append):
@@ -130,8 +145,6 @@ def test_without_rungs_a_head_trial_reports_nothing_per_epoch(store_and_keys):
 def test_full_mode_epoch_reports_count_the_seeds_trained_before():
     """Full mode's Train callback is pickled per seed: the third seed's third epoch is the
     trial's 2·5 + 3 = 13th, with the first two seeds at all 5 epochs."""
-    from explore.sweep.trial import epoch_reports_from, epochs_reached
-
     epochs, before = epoch_reports_from((7, 8, 9), 5, 9)
     report = epochs.metrics(9, 3, 0.5, trained=before + 3)
     assert before == 10 and report[EPOCHS_TRAINED] == 13

@@ -1,0 +1,139 @@
+"""The sweep's trials as one Ray Tune run: the trainable and its resources, the Optuna
+searcher, the scheduler, and the trial-end hooks (the recorder writes, the live view
+draws). On a resume, only the configurations not finished yet run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+
+import pyarrow.fs as pafs
+
+from explore.results import writer
+from explore.store import StoragePermanentError
+from explore.store import uri as storage
+from explore.sweep import scheduling
+from explore.sweep.context import TrialContext
+from explore.sweep.plan import SweepPlan
+from explore.sweep.study import StudyJournal, reconcile_study
+
+__all__ = ["SweepInterruptedError", "run_trials"]
+
+log = logging.getLogger("explore")
+
+
+class SweepInterruptedError(RuntimeError):
+    """The sweep was stopped (Ctrl-C, SIGTERM) before its trials ended; what finished is
+    kept and ``resume=`` runs the rest."""
+
+
+def run_trials(plan: SweepPlan, ctx: TrialContext,
+               reference_val_overall: float | None = None) -> None:
+    """Run the sweep's remaining trials with Ray Tune and the Optuna searcher."""
+    from ray import tune
+
+    from explore.sweep import search
+    from explore.sweep.progress import ProgressReporter
+    from explore.sweep.recorder import RowRecorder
+
+    cfg, layout = plan.cfg, ctx.layout
+    fs, sweep_path = storage.resolve(layout.root)
+    journal = StudyJournal(layout)
+    study_storage = search.journal_storage(journal.local_path(fetch=plan.resuming))
+    log.info("live view: optuna-dashboard %s  (pip install 'explore[dashboard]')", journal.path)
+    remaining, run_name = plan.num_samples, "tune"
+    if plan.resuming:
+        # Resume from what is durable: finished trials' Parquet files and the Optuna
+        # study. Finished trials are kept and never rerun; the rest run as new trials.
+        finished = writer.finished_trials(layout)
+        reconcile_study(study_storage, layout.sweep_id, finished, list(plan.space),
+                        cfg.search.metrics)
+        remaining = plan.num_samples - len(finished)
+        run_name = f"tune-resume-{len(_tune_runs(fs, sweep_path))}"
+        log.info("resume %s: %d finished trial(s) kept, %d to run", layout.sweep_id,
+                 len(finished), max(remaining, 0))
+    if remaining <= 0:
+        journal.upload()
+        return
+    recorder = RowRecorder(ctx, on_trial_end=journal.upload)
+    progress = ProgressReporter(max(plan.to_run, 1), cfg.search.metric, mode=cfg.search.mode)
+    single_metric = len(cfg.search.metrics) == 1
+    tuner = tune.Tuner(
+        scheduling.trial_function(cfg, ctx),
+        param_space=search.param_space(plan.space),
+        tune_config=tune.TuneConfig(
+            # Two objectives (pareto) live in the searcher only: Tune takes one metric.
+            metric=cfg.search.metric if single_metric else None,
+            mode=cfg.search.mode if single_metric else None,
+            # With no swept knob there is nothing to search (Optuna would have no
+            # distribution): Tune runs the one configuration by itself.
+            search_alg=search.searcher(cfg, plan.space, layout.sweep_id, study_storage,
+                                       reference_val_overall) if plan.searched else None,
+            num_samples=remaining,
+            max_concurrent_trials=scheduling.max_concurrent(cfg),
+            scheduler=scheduling.scheduler(cfg),
+            # A stopped trial that drives Train runs must take its Train workers with
+            # it: they die with the trial actor that owns them, not with a reused one.
+            reuse_actors=not (cfg.search.scheduler == "asha" and scheduling.drives_train(cfg)),
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=sweep_path,
+            storage_filesystem=None if isinstance(fs, pafs.LocalFileSystem) else fs,
+            failure_config=tune.FailureConfig(max_failures=cfg.runner.max_failures),
+            callbacks=[recorder, progress],  # record first: the view may show the row
+            verbose=1 if cfg.verbose else 0,
+        ),
+    )
+    try:
+        with _tune_output(cfg.verbose), _sigterm_as_interrupt():
+            grid = tuner.fit()
+    finally:
+        progress.close()
+    journal.upload()
+    if recorder.storage_errors:  # disk full, read-only, forbidden: say it once, exit 2
+        raise StoragePermanentError(recorder.storage_errors[0])
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished > 0:
+        raise SweepInterruptedError(f"sweep {layout.sweep_id} was interrupted with {unfinished} "
+                                    "trial(s) unfinished")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a pod evicted, ``kill``) stops the sweep as Ctrl-C does: Tune ends its
+    trials and saves its state, finished rows stay, and ``resume=`` continues."""
+    try:
+        before = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``, Tune's legacy output engine at verbose=0, which prints nothing:
+    no experiment box, no TensorBoard hint at a temporary path (the new engine prints both
+    at any verbosity). The variable is read when the run starts, and restored after."""
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
+def _tune_runs(fs: pafs.FileSystem, sweep_path: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(sweep_path, allow_not_found=True))
+    return [i.base_name for i in infos if i.base_name.startswith("tune")]
