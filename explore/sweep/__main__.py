@@ -108,7 +108,9 @@ def _plain(name: str, overrides: list[str]) -> dict[str, Any]:
 
     from explore.config import compose
 
-    return OmegaConf.to_container(compose(name, overrides), resolve=False)  # type: ignore[return-value]
+    plain = OmegaConf.to_container(compose(name, overrides), resolve=False)
+    assert isinstance(plain, dict)  # a composed config is a mapping
+    return {str(k): v for k, v in plain.items()}
 
 
 def _summary(raw: dict[str, Any]) -> str:
@@ -223,9 +225,10 @@ def _run(name: str, overrides: list[str]) -> int:
         composed = compose(name, overrides)
         cfg = sweep_config(composed, name)
         raw = OmegaConf.to_container(composed, resolve=True)
+        assert isinstance(raw, dict)  # a composed config is a mapping
         setup_logging(cfg.verbose)
         keep_credentials_out_of_runtime_envs()
-        uri = run(cfg, raw, overrides=overrides)  # type: ignore[arg-type]
+        uri = run(cfg, {str(k): v for k, v in raw.items()}, overrides=overrides)
     except (SweepInterruptedError, KeyboardInterrupt) as exc:
         print(f"error: {exc or 'interrupted'}; finished trials are kept — run the same command "
               "with resume=<sweep id> to finish it", file=sys.stderr)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from explore.config import ConfigError
 
-__all__ = ["init_ray"]
+__all__ = ["check_ray_address", "init_ray"]
 
 log = logging.getLogger("explore")
 
@@ -33,7 +33,7 @@ def init_ray(verbose: bool = False) -> None:
     address = os.environ.get("RAY_ADDRESS")
     with _start_up_chatter_kept(verbose):
         if address:
-            _check_answers(address)
+            check_ray_address(address)
             log.info("ray: connecting to the running cluster at %s", address)
             ray.init(address=address, log_to_driver=verbose)
         else:
@@ -45,7 +45,7 @@ def init_ray(verbose: bool = False) -> None:
                 log.info("ray: dashboard at http://%s", context.dashboard_url)
 
 
-def _check_answers(address: str) -> None:
+def check_ray_address(address: str) -> None:
     """A ``host:port`` address must accept a TCP connection within seconds: a dead
     cluster's address otherwise hangs ``ray.init`` for minutes."""
     if "://" in address or address == "auto" or ":" not in address:

@@ -36,7 +36,9 @@ def test_a_replaced_classifier_is_a_new_entry_never_a_stale_hit(ray_cluster, tmp
     feats = write_feature_dir(tmp_path / "feats", classifier=True)
     store = tmp_path / "store"
     assert sweep_main(["alphanet_k", f"features={feats}", f"storage_uri={store}", *ONE]) == 0
-    first = _rows(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    first = _rows(out)
+    first_id = out.strip().splitlines()[-1].split("/sweeps/")[1].split("/")[0]
     # the same features, another classifier (its rows scaled): a different base model
     clf = np.load(feats / "classifier.npz")
     rng = np.random.default_rng(1)
@@ -50,6 +52,13 @@ def test_a_replaced_classifier_is_a_new_entry_never_a_stale_hit(ray_cluster, tmp
     assert not np.allclose(_alphanet(first)[:, 1], _alphanet(second)[:, 1])
     assert first.base_key.dropna().iloc[0] != second.base_key.dropna().iloc[0]
     assert second.feature_key.iloc[0] != first.feature_key.iloc[0]
+    # resuming the first sweep now would mix two base models in one sweep: refused, one line
+    assert sweep_main(["alphanet_k", f"storage_uri={store}", f"resume={first_id}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"was run with feature_key {first.feature_key.iloc[0]}" in err[0]
+    assert f"would use {second.feature_key.iloc[0]}" in err[0]
+    np.testing.assert_allclose(_alphanet(_rows(f"results: {store}/sweeps/{first_id}/results")),
+                               _alphanet(first))  # the first sweep's rows are untouched
 
 
 def test_a_stale_ray_address_file_does_not_hijack_the_sweep(tmp_path):
