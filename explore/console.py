@@ -309,6 +309,7 @@ def quiet_third_parties(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Start-up banners and notes that point at temporary paths (the dashboard URL is
     # printed by explore itself); errors still show.
+    # ray.tune.tune: on a stop it suggests Tuner.restore; explore's own line says resume=.
     for name in ("ray._private.worker", "ray._private.authentication",
-                 "ray._private.authentication.authentication_token_setup"):
+                 "ray._private.authentication.authentication_token_setup", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -8,7 +8,9 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -55,6 +57,10 @@ def run_trials(plan: SweepPlan, ctx: TrialContext,
         run_name = f"tune-resume-{len(_tune_runs(fs, sweep_path))}"
         log.info("resume %s: %d finished trial(s) kept, %d to run", layout.sweep_id,
                  len(finished), max(remaining, 0))
+        if cfg.search.scheduler == "asha" and remaining > 0:
+            log.warning("resume with search.scheduler=asha: the scheduler starts without the "
+                        "first run's rung history, so the %d trial(s) run now are compared "
+                        "with each other only", remaining)
     if remaining <= 0:
         journal.upload()
         return
@@ -89,32 +95,57 @@ def run_trials(plan: SweepPlan, ctx: TrialContext,
         ),
     )
     try:
-        with _tune_output(cfg.verbose), _sigterm_as_interrupt():
-            grid = tuner.fit()
+        with _tune_output(cfg.verbose), _interrupts_stop_tune() as interrupts:
+            tuner.fit()
     finally:
         progress.close()
     journal.upload()
     if recorder.storage_errors:  # disk full, read-only, forbidden: say it once, exit 2
         raise StoragePermanentError(recorder.storage_errors[0])
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished > 0:
-        raise SweepInterruptedError(f"sweep {layout.sweep_id} was interrupted with {unfinished} "
-                                    "trial(s) unfinished")
+    if interrupts.received:
+        raise SweepInterruptedError(f"sweep {layout.sweep_id} was interrupted ({interrupts.received}) "
+                                    f"after {recorder.ended} of {plan.to_run} trial(s)")
+
+
+class _Interrupts:
+    """Which signal stopped the sweep (None: none did)."""
+
+    received: str | None = None
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a pod evicted, ``kill``) stops the sweep as Ctrl-C does: Tune ends its
-    trials and saves its state, finished rows stay, and ``resume=`` continues."""
-    try:
-        before = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    except ValueError:  # not the main thread: leave signals alone
-        yield
+def _interrupts_stop_tune() -> Iterator[_Interrupts]:
+    """Ctrl-C and SIGTERM (a pod evicted, ``kill``) stop the sweep as Tune stops: it ends
+    its trials and saves its state, finished rows stay, and ``resume=`` continues. Tune's
+    own SIGINT handler is turned off and its SIGUSR1 stop is used instead, so the driver
+    knows the sweep was interrupted; a second signal stops at once."""
+    seen = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen  # signals belong to the main thread
         return
+
+    def stop(signum: int, frame: Any) -> None:
+        first = seen.received is None
+        seen.received = seen.received or signal.Signals(signum).name
+        if not first or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            raise KeyboardInterrupt  # a second signal, or Tune's loop is not running yet
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's stop: it ends the run and saves
+
+    env_before = os.environ.get(_TUNE_SIGINT_ENV)
+    os.environ[_TUNE_SIGINT_ENV] = "1"
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield seen
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if env_before is None:
+            os.environ.pop(_TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[_TUNE_SIGINT_ENV] = env_before
+
+
+_TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 @contextlib.contextmanager
