@@ -98,7 +98,7 @@ def balanced_softmax_logits(logits: ArrayT, counts: ArrayT) -> ArrayT:
                          f"{tuple(n.shape)}")
     if not bool(torch.all(n > 0)):
         raise ValueError("counts must all be > 0")
-    return _like(z + torch.log(n), logits)  # type: ignore[return-value]
+    return _like(z + torch.log(n), logits)
 
 
 def tau_normalize(weight: ArrayT, tau: float) -> ArrayT:
@@ -110,7 +110,7 @@ def tau_normalize(weight: ArrayT, tau: float) -> ArrayT:
     norms = w.norm(dim=1, keepdim=True)
     if tau > 0 and bool(torch.any(norms == 0)):
         raise ValueError("weight has an all-zero row; it cannot be τ-normalised")
-    return _like(w / norms.pow(tau), weight)  # type: ignore[return-value]
+    return _like(w / norms.pow(tau), weight)
 
 
 def lws_logits(
@@ -126,7 +126,7 @@ def lws_logits(
     z = f @ w.T
     if bias is not None:
         z = z + _as_tensor(bias).to(f.dtype)
-    return _like(z * s, features)  # type: ignore[return-value]
+    return _like(z * s, features)
 
 
 def ncm_logits(
@@ -148,4 +148,4 @@ def ncm_logits(
         out = fn @ mn.T
     else:
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
-    return _like(out, features)  # type: ignore[return-value]
+    return _like(out, features)
