@@ -155,9 +155,7 @@ def _imported_features(
         fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
         bar.note(f"{sum(len(s.labels) for s in fset.splits.values())} samples")
     # On a cache hit the classifier (part of the key) is read from the directory again.
-    c = holder["classifier"] if holder else import_feature_dir(uri)[1]
-    given = (None if c is None else
-             LinearClassifier(np.asarray(c.weight, np.float32), np.asarray(c.bias, np.float32)))
+    given = holder["classifier"] if holder else import_feature_dir(uri)[1]
     log.info("features: imported %s (key %s)", uri, key)
     return key, "imported", fset, given
 
