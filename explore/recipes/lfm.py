@@ -42,7 +42,7 @@ from explore.methods.lfm import (
     text_distance,
     unit_text_rows,
 )
-from explore.recipes._recipe import Recipe, RecipeError
+from explore.recipes._recipe import Recipe, RecipeError, ReferenceRecipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features
@@ -237,11 +237,10 @@ class LFMRecipe(Recipe[LFMTrialParams]):
     name = "lfm"
     params_type = LFMTrialParams
     knobs = ("alpha", "tau")
-    reference_name = "cosine_ce"
-    """The paper's control: the same cosine classifier, plain CE, no mixup."""
 
-    def reference_params(self, params: LFMTrialParams) -> LFMTrialParams:
-        return dataclasses.replace(params, mixup=False)
+    def own_reference(self, params: LFMTrialParams) -> ReferenceRecipe:
+        """The paper's control, ``cosine_ce``: the same cosine classifier, plain CE, no mixup."""
+        return ReferenceRecipe("cosine_ce", self, dataclasses.replace(params, mixup=False))
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
         _check_counts(facts.counts, params)
