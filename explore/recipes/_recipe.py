@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -64,7 +65,7 @@ class Recipe(Generic[P]):
             raise RecipeError(f"{self.name}: unknown parameter(s) {unknown}; allowed: "
                               f"{', '.join(sorted(allowed))}")
         try:
-            return self.params_type(**settings)  # type: ignore[no-any-return, unused-ignore]
+            return typing.cast(P, self.params_type(**settings))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{self.name}: {exc}") from None
 
