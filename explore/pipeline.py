@@ -1,6 +1,7 @@
 """Everything a sweep needs before its first trial, each piece cached in the store.
 
-data → backbone (a Ray Train job) → features (Arrow shards) → base model (cRT, …).
+data → backbone (a Ray Train job) → features (Arrow shards) → the reference: a recipe and
+its params run on the sweep's seeds (a base recipe's classifiers, cRT, …, cached).
 Each step is keyed by everything that determines it, so a second sweep on the same
 data re-trains and re-extracts nothing, and concurrent sweeps extract once (the
 store's lock).
@@ -114,7 +115,7 @@ def _run_reference(
     seeds: list[int],
 ) -> tuple[list[SeedResult], list[str | None]]:
     """(result, cache key) per seed. A base recipe's classifier is cached in the store by
-    everything it depends on (a second sweep trains it again never); any other recipe's
+    everything it depends on (a second sweep never trains it again); any other recipe's
     reference is trained by every sweep (key None)."""
     from explore.console import Progress
 

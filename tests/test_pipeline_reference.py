@@ -52,6 +52,7 @@ def test_a_training_time_reference_is_the_base_recipe_run_like_a_sweep_and_cache
     assert [r.val for r in ref.results] == [r.val for r in fit.results]
 
     caplog.set_level(logging.INFO, logger="explore")
+    caplog.clear()
     again = prepare(cfg, get_recipe("swrm"), store)
     assert again.reference.keys == ref.keys and "base: training" not in caplog.text
     assert "base: cached tau_norm seed 3" in caplog.text
