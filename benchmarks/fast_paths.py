@@ -98,7 +98,7 @@ def bench_fast_paths(features: FeatureSet, ns_inputs: TrialInputs, repeats: int,
     # LFM: the cosine head's text rows, normalised per batch vs once.
     x = torch.from_numpy(np.require(features.train.features, np.float32, ["C", "W"]))
     proj = initial_projection(x.shape[1], text.shape[1], 0)
-    buffer = torch.as_tensor(text) / torch.as_tensor(text).norm(dim=1, keepdim=True)  # CosineTextHead's
+    buffer = torch.as_tensor(text) / torch.as_tensor(text).norm(dim=1, keepdim=True)  # TextCosineClassifier's
     unit = unit_text_rows(buffer)
     span = n_train - 32
 

@@ -368,7 +368,8 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
     typed class here, before Ray starts or anything is written."""
     from explore.recipes import get_recipe
 
-    raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)  # a composed config is a mapping at the top
     unknown = sorted(set(raw) - set(TOP_LEVEL) - {"space_name", "sweep_id", "overrides"})
     if unknown:
         hints = [difflib.get_close_matches(k, TOP_LEVEL, n=1) for k in unknown]

@@ -1,6 +1,7 @@
 """Everything a sweep needs before its first trial, each piece cached in the store.
 
-data → backbone (a Ray Train job) → features (Arrow shards) → base model (cRT, …).
+data → backbone (a Ray Train job) → features (Arrow shards) → the reference: a recipe and
+its params run on the sweep's seeds (a base recipe's classifiers, cRT, …, cached).
 Each step is keyed by everything that determines it, so a second sweep on the same
 data re-trains and re-extracts nothing, and concurrent sweeps extract once (the
 store's lock).
@@ -17,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from explore.classifier import LinearClassifier
 from explore.config import SweepConfig
-from explore.evaluation import evaluate_logits
-from explore.recipes import Recipe
-from explore.recipes.bases import train_base
-from explore.splits import SplitThresholds
+from explore.recipes import BaseRecipe, Recipe, ReferenceRecipe
+from explore.recipes._recipe import evaluate_classifier
+from explore.recipes.bases import classifier_cache_spec
 from explore.store import (
     CorruptShardError,
     FeatureSet,
@@ -29,9 +30,9 @@ from explore.store import (
     FeatureStore,
     feature_key,
 )
+from explore.training.head import HeadTrainConfig
 from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import SeedResult
-from explore.training.posthoc import LinearClassifier
 
 if TYPE_CHECKING:
     from explore.backbone.loop import BackboneTrainConfig
@@ -73,9 +74,10 @@ class Prepared:
 
 
 def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
-    """Features, then the base model: for a post-hoc method the one model it corrects
-    (the reference on every seed); for a training-time method the base trained on each
-    of the sweep's seeds (paired with the configurations' seeds)."""
+    """Features, then the reference: a recipe and its params (:func:`reference_of`) run on
+    the sweep's seeds. For a post-hoc method the reference is the one base classifier it
+    corrects (trained once, on ``cfg.seed``), reported on every seed; for a training-time
+    method it is trained on each of the sweep's seeds (paired with the configurations')."""
     if cfg.features:
         fkey, dataset_name, fset, given = _imported_features(cfg.features, store)
     else:
@@ -83,49 +85,55 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
         given = None
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     facts = DataFacts(fset.num_classes, counts, cfg.splits, tuple(fset.meta.get("aux_classes", ())))
-    if recipe.posthoc:
-        name, key, classifier = _base_model(cfg, store, fset, fkey, given, cfg.seed)
-        one = evaluate_classifier(classifier, fset, cfg.splits, seed=cfg.seed)
-        same = [dataclasses.replace(one, seed=s) for s in cfg.seeds]
-        reference = Reference(name, same, [key] * len(same), deterministic=True)
-        return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, key)
-    if recipe.reference_name is not None:  # the method's own reference, on the same seeds
-        from explore.console import Progress
-
-        log.info("reference: training %s on cached features, %d seeds", recipe.reference_name,
-                 len(cfg.seeds))
-        params = recipe.reference_params(recipe.params(cfg.method_settings))
-        with Progress(f"reference {recipe.reference_name}", tick=True) as bar:
-            bar.note(f"{len(cfg.seeds)} seeds")
-            fit = recipe.fit_head(TrialInputs(fset, None, cfg.splits, cfg.head), params,
-                                  cfg.seeds)
-        reference = Reference(recipe.reference_name, fit.results, [None] * len(fit.results),
-                              deterministic=False)
-        return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
-    from explore.console import Progress
-
-    results: list[SeedResult] = []
-    keys: list[str | None] = []
-    with Progress(f"base {cfg.base.name}", len(cfg.seeds), "seed", tick=True) as bar:
-        for seed in cfg.seeds:  # a given classifier is not a training-time method's reference
-            name, key, classifier = _base_model(cfg, store, fset, fkey, None, seed, spinner=False)
-            results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
-            keys.append(key)
-            bar.update()
+    if recipe.posthoc and given is not None:  # the researcher's own classifier is the base
+        key = _given_classifier(store, fkey, given)
+        name = "given"
+        results: list[SeedResult] = [evaluate_classifier(given, fset, cfg.splits, cfg.seed)]
+        keys: list[str | None] = [key]
+    else:
+        ref = reference_of(cfg, recipe)
+        name = ref.name
+        results, keys = _run_reference(cfg, store, fset, fkey, ref,
+                                       [cfg.seed] if recipe.posthoc else cfg.seeds)
+    if recipe.posthoc:  # one model, the same rows on every seed
+        same = [dataclasses.replace(results[0], seed=s) for s in cfg.seeds]
+        reference = Reference(name, same, keys * len(same), deterministic=True)
+        return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference, keys[0])
     reference = Reference(name, results, keys, deterministic=False)
     return Prepared(fkey, dataset_name, tuple(fset.classes), facts, reference)
 
 
-def evaluate_classifier(
-    classifier: LinearClassifier, fset: FeatureSet, thresholds: SplitThresholds, seed: int
-) -> SeedResult:
-    counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
-    split_of_class = thresholds.split_of_class(counts)
-    test = evaluate_logits(classifier.logits(fset.test.features), fset.test.labels, split_of_class)
-    val = {}
-    if "val" in fset.splits and len(fset.val.labels):
-        val = evaluate_logits(classifier.logits(fset.val.features), fset.val.labels, split_of_class)
-    return SeedResult(seed=seed, best_epoch=0, test=test, val=val)
+def reference_of(cfg: SweepConfig, recipe: Recipe) -> ReferenceRecipe:
+    """The reference rows' recipe and params: the method's own reference when it defines
+    one (never for a post-hoc method, which corrects the base), else the ``base`` group's."""
+    own = None if recipe.posthoc else recipe.own_reference(recipe.params(cfg.method_settings))
+    return own or cfg.base.reference()
+
+
+def _run_reference(
+    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str, ref: ReferenceRecipe,
+    seeds: list[int],
+) -> tuple[list[SeedResult], list[str | None]]:
+    """(result, cache key) per seed. A base recipe's classifier is cached in the store by
+    everything it depends on (a second sweep never trains it again); any other recipe's
+    reference is trained by every sweep (key None)."""
+    from explore.console import Progress
+
+    log.info("reference: %s on cached features, seed(s) %s", ref.name, ", ".join(map(str, seeds)))
+    if not isinstance(ref.recipe, BaseRecipe):
+        with Progress(f"reference {ref.name}", tick=True) as bar:
+            bar.note(f"{len(seeds)} seeds")
+            fit = ref.recipe.fit_head(TrialInputs(fset, None, cfg.splits, cfg.head), ref.params, seeds)
+        return fit.results, [None] * len(fit.results)
+    results: list[SeedResult] = []
+    keys: list[str | None] = []
+    with Progress(f"base {ref.name}", len(seeds), "seed", tick=True) as bar:
+        for seed in seeds:
+            key, classifier = _cached_classifier(cfg, store, fset, fkey, ref, seed)
+            results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
+            keys.append(key)
+            bar.update()
+    return results, keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,9 +163,7 @@ def _imported_features(
         fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
         bar.note(f"{sum(len(s.labels) for s in fset.splits.values())} samples")
     # On a cache hit the classifier (part of the key) is read from the directory again.
-    c = holder["classifier"] if holder else import_feature_dir(uri)[1]
-    given = (None if c is None else
-             LinearClassifier(np.asarray(c.weight, np.float32), np.asarray(c.bias, np.float32)))
+    given = holder["classifier"] if holder else import_feature_dir(uri)[1]
     log.info("features: imported %s (key %s)", uri, key)
     return key, "imported", fset, given
 
@@ -308,46 +314,43 @@ def _extract(
 # base model
 
 
-def _base_key(cfg: SweepConfig, fkey: str, seed: int) -> str:
+def _classifier_key(fkey: str, ref: ReferenceRecipe, head: HeadTrainConfig, seed: int) -> str:
     return feature_key(
-        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey, **cfg.base.cache_spec(),
-         "seed": seed}
+        {"kind": "base", "v": PIPELINE_VERSION, "features": fkey,
+         **classifier_cache_spec(ref.name, head, ref.params), "seed": seed}
     )
 
 
-def _base_model(
-    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str,
-    given: LinearClassifier | None, seed: int, spinner: bool = True,
-) -> tuple[str, str, LinearClassifier]:
-    """(name, cache key, classifier): a given classifier, or the ``base`` group's model
-    trained on the features with ``seed`` (cached by everything it depends on); ``spinner``:
-    show the training's elapsed time (off when the caller counts seeds itself)."""
-    if given is not None:  # the researcher's own classifier is the base (classifier.npz)
-        # Keyed by the classifier's content: a replaced classifier.npz is a new entry.
-        digest = hashlib.sha256(np.ascontiguousarray(given.weight).tobytes()
-                                + np.ascontiguousarray(given.bias).tobytes()).hexdigest()
-        key = feature_key({"kind": "base", "features": fkey, "base": "given", "classifier": digest})
-        if not store.has_arrays(key, "classifier"):
-            store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias},
-                             {"base": "given"})
-        return "given", key, given
-    spec = cfg.base
-    key = _base_key(cfg, fkey, seed)
+def _cached_classifier(
+    cfg: SweepConfig, store: FeatureStore, fset: FeatureSet, fkey: str, ref: ReferenceRecipe,
+    seed: int,
+) -> tuple[str, LinearClassifier]:
+    """(cache key, classifier) of a base recipe on the features with ``seed``: read from
+    the store, or trained and stored."""
+    assert isinstance(ref.recipe, BaseRecipe)
+    key = _classifier_key(fkey, ref, cfg.head, seed)
     if store.has_arrays(key, "classifier"):
         arrays, _ = store.get_arrays(key, "classifier")
-        log.info("base: cached %s seed %d (%s)", spec.name, seed, key)
-        return spec.name, key, LinearClassifier(arrays["weight"], arrays["bias"])
-    from explore.console import Progress
-
-    log.info("base: training %s on cached features, seed %d", spec.name, seed)
-    if not spinner:
-        classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
-    else:
-        with Progress(f"base {spec.name} seed {seed}", tick=True):
-            classifier = train_base(spec, splits_of(fset), fset.num_classes, seed)
+        log.info("base: cached %s seed %d (%s)", ref.name, seed, key)
+        return key, LinearClassifier(arrays["weight"], arrays["bias"])
+    log.info("base: training %s on cached features, seed %d", ref.name, seed)
+    classifier = ref.recipe.train_classifier(splits_of(fset), fset.num_classes, cfg.head,
+                                             ref.params, seed)
     store.put_arrays(key, "classifier", {"weight": classifier.weight, "bias": classifier.bias},
-                     {"base": spec.name})
-    return spec.name, key, classifier
+                     {"base": ref.name})
+    return key, classifier
+
+
+def _given_classifier(store: FeatureStore, fkey: str, given: LinearClassifier) -> str:
+    """The cache key of a given classifier (classifier.npz), stored once: keyed by its
+    content, so a replaced classifier.npz is a new entry."""
+    digest = hashlib.sha256(np.ascontiguousarray(given.weight).tobytes()
+                            + np.ascontiguousarray(given.bias).tobytes()).hexdigest()
+    key = feature_key({"kind": "base", "features": fkey, "base": "given", "classifier": digest})
+    if not store.has_arrays(key, "classifier"):
+        store.put_arrays(key, "classifier", {"weight": given.weight, "bias": given.bias},
+                         {"base": "given"})
+    return key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,20 +416,21 @@ def plan(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Plan:
         facts = DataFacts(dataset.num_classes, counts, cfg.splits,
                           tuple(dataset.aux_classes) if dataset.aux is not None else ())
         name = dataset.name
-    reference = cfg.base.name
     if recipe.posthoc and given:
         reference = "given"
         steps.append(("base", True, "the given classifier.npz"))
-    elif recipe.posthoc or recipe.reference_name is None:
-        seeds = [cfg.seed] if recipe.posthoc else list(cfg.seeds)
-        cached = sum(fkey is not None and store.has_arrays(_base_key(cfg, fkey, s), "classifier")
-                     for s in seeds)
-        what = f"{cfg.base.name} on the features, seed(s) {', '.join(map(str, seeds))}"
-        if 0 < cached < len(seeds):
-            what += f" ({cached} of {len(seeds)} cached)"
-        steps.append(("base", cached == len(seeds), what))
     else:
-        reference = str(recipe.reference_name)
-        steps.append(("reference", False, f"{reference} on the features, "
-                      f"{len(cfg.seeds)} seeds (trained by every sweep)"))
+        ref = reference_of(cfg, recipe)
+        reference = ref.name
+        seeds = [cfg.seed] if recipe.posthoc else list(cfg.seeds)
+        if isinstance(ref.recipe, BaseRecipe):
+            cached = sum(fkey is not None and store.has_arrays(
+                _classifier_key(fkey, ref, cfg.head, s), "classifier") for s in seeds)
+            what = f"{ref.name} on the features, seed(s) {', '.join(map(str, seeds))}"
+            if 0 < cached < len(seeds):
+                what += f" ({cached} of {len(seeds)} cached)"
+            steps.append(("base", cached == len(seeds), what))
+        else:
+            steps.append(("reference", False, f"{ref.name} on the features, "
+                          f"{len(seeds)} seeds (trained by every sweep)"))
     return Plan(name, facts, samples, samples.get("val", 0) > 0, reference, steps)

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from explore.config import SPACES_DIR, ConfigError, KnobSpace, compose, list_spaces, load
 from explore.recipes import RECIPES, get_recipe
-from explore.recipes.bases import TauNormSettings
+from explore.recipes.bases import TauNormTrialParams
 from explore.splits import SplitThresholds
 from explore.sweep.__main__ import main as sweep_main
 from explore.sweep.plan import checked_space
@@ -38,7 +38,7 @@ def test_every_group_is_typed_once_and_the_head_group_is_shared():
     cfg = load(["swrm_window", "head.epochs=7", "base=tau_norm", "base.tau=0.5"])
     assert cfg.head == HeadTrainConfig(epochs=7)
     assert cfg.base.train is cfg.head  # the reference trains like the method's head
-    assert cfg.base.settings == TauNormSettings(tau=0.5)
+    assert cfg.base.settings == TauNormTrialParams(tau=0.5)
     assert cfg.backbone.arch == "small_cnn" and cfg.dataset is not None
     assert "epochs" not in cfg.method_settings  # training settings are the head group's
 

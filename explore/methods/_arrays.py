@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import numpy as np
 import torch
@@ -17,8 +17,13 @@ def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) 
     return torch.as_tensor(np.asarray(x), dtype=dtype)
 
 
+@overload
+def like(result: torch.Tensor, template: np.ndarray) -> np.ndarray: ...
+@overload
+def like(result: torch.Tensor, template: torch.Tensor) -> torch.Tensor: ...
 def like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """``result`` as a tensor when ``template`` was one, else as a numpy array."""
+    """``result`` as a tensor when ``template`` was one, else as a numpy array (typed per
+    kind, so a function of ``ArrayT`` returns ``ArrayT``)."""
     if isinstance(template, torch.Tensor):
         return result
     return result.detach().cpu().numpy()

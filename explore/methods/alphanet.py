@@ -129,7 +129,7 @@ def combine(w: ArrayT, neighbors: ArrayT, alphas: ArrayT) -> ArrayT:
     """
     w_t, v_t, a_t = (torch.as_tensor(x) for x in (w, neighbors, alphas))
     w_hat = w_t + (normalize_alphas(a_t).unsqueeze(-1) * v_t).sum(dim=-2)
-    return _like(w_hat, w)  # type: ignore[return-value]
+    return _like(w_hat, w)
 
 
 def network_input(weight: np.ndarray, few: np.ndarray, nbrs: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Paper: Kang et al., "Decoupling Representation and Classifier for Long-Tailed
 Recognition", ICLR 2020 (docs/methods.md#baselines); balanced softmax from
-Ren et al., NeurIPS 2020. Pieces:
+Ren et al., NeurIPS 2020; logit adjustment from Menon et al., "Long-tail learning via
+logit adjustment", ICLR 2021. Pieces:
 
 * cRT: re-train the linear classifier on frozen features with class-balanced sampling
   — a class uniformly, then a sample uniformly within it
@@ -13,9 +14,11 @@ Ren et al., NeurIPS 2020. Pieces:
   reference implementation (:func:`lws_logits`).
 * NCM: nearest class mean; the logit is the negative euclidean distance to each class
   mean (argmax = nearest mean), or the cosine similarity (:func:`ncm_logits`).
-* Balanced softmax / BalCE: train on ``z_j + log n_j`` (:func:`balanced_softmax_logits`)
-  and predict with the plain logits.
-* Plain CE is ``torch.nn.functional.cross_entropy``.
+* Logit adjustment (loss form): train on ``z_j + τ·log π_j`` with the class priors
+  ``π_j = n_j / Σn`` and predict with the plain logits (:func:`logit_adjusted_logits`).
+  Balanced softmax / BalCE is the same loss at τ = 1.
+* Plain CE, per sample (:func:`cross_entropy_loss`): the default loss of both training
+  loops (head and backbone).
 
 Functions take numpy arrays or torch tensors and return the same kind. No Ray, Hydra
 or S3 here.
@@ -28,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from explore.methods._arrays import ArrayT
 from explore.methods._arrays import as_tensor as _as_tensor
@@ -58,11 +62,27 @@ class NCMParams:
             raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
 
 
+@dataclass(frozen=True)
+class LogitAdjustmentParams:
+    """Knobs of the logit-adjusted loss."""
+
+    tau: float = 1.0
+    """Strength of the prior shift ``τ·log π``; 1 is balanced softmax (and Menon et al.'s
+    default), 0 plain CE."""
+
+    def __post_init__(self) -> None:
+        _check_tau(self.tau)
+
+
 def _check_tau(tau: float) -> None:
     if not (np.isfinite(tau) and tau >= 0):
         raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
 
 
+def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+    """Per-sample cross-entropy (N,) with class-index (N) or probability (N×C) targets: the
+    default loss of every training loop. ``epoch`` is unused (the plug-in loss signature)."""
+    return F.cross_entropy(logits, targets, reduction="none")
 
 
 def class_balanced_indices(
@@ -89,8 +109,14 @@ def class_balanced_indices(
     return by_class[start[cls] + offset].astype(np.int64)
 
 
-def balanced_softmax_logits(logits: ArrayT, counts: ArrayT) -> ArrayT:
-    """Balanced softmax training logits ``z_j + log n_j`` (all counts > 0)."""
+def logit_adjusted_logits(logits: ArrayT, counts: ArrayT, tau: float = 1.0) -> ArrayT:
+    """Logit-adjusted training logits ``z_j + τ·log π_j`` (all counts > 0; τ = 1: balanced
+    softmax).
+
+    Computed as ``z_j + τ·log n_j``: ``log π_j = log n_j − log Σn`` differs by a constant per
+    sample, which moves no softmax probability and no cross-entropy loss.
+    """
+    _check_tau(tau)
     z = _as_tensor(logits)
     n = _as_tensor(counts).to(z.dtype)
     if z.ndim != 2 or n.shape != (z.shape[1],):
@@ -98,7 +124,7 @@ def balanced_softmax_logits(logits: ArrayT, counts: ArrayT) -> ArrayT:
                          f"{tuple(n.shape)}")
     if not bool(torch.all(n > 0)):
         raise ValueError("counts must all be > 0")
-    return _like(z + torch.log(n), logits)  # type: ignore[return-value]
+    return _like(z + tau * torch.log(n), logits)
 
 
 def tau_normalize(weight: ArrayT, tau: float) -> ArrayT:
@@ -110,7 +136,7 @@ def tau_normalize(weight: ArrayT, tau: float) -> ArrayT:
     norms = w.norm(dim=1, keepdim=True)
     if tau > 0 and bool(torch.any(norms == 0)):
         raise ValueError("weight has an all-zero row; it cannot be τ-normalised")
-    return _like(w / norms.pow(tau), weight)  # type: ignore[return-value]
+    return _like(w / norms.pow(tau), weight)
 
 
 def lws_logits(
@@ -126,7 +152,7 @@ def lws_logits(
     z = f @ w.T
     if bias is not None:
         z = z + _as_tensor(bias).to(f.dtype)
-    return _like(z * s, features)  # type: ignore[return-value]
+    return _like(z * s, features)
 
 
 def ncm_logits(
@@ -148,4 +174,4 @@ def ncm_logits(
         out = fn @ mn.T
     else:
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
-    return _like(out, features)  # type: ignore[return-value]
+    return _like(out, features)

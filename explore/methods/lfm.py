@@ -127,7 +127,7 @@ def pair_probabilities(text_features: ArrayT, tau: float) -> ArrayT:
     scores = (f @ f.T) / tau
     eye = torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
     probs = torch.softmax(scores.masked_fill(eye, float("-inf")), dim=1)
-    return _like(probs, text_features)  # type: ignore[return-value]
+    return _like(probs, text_features)
 
 
 def label_shift(lambda_x: ArrayT | float, n_i: ArrayT | float, n_j: ArrayT | float,
@@ -285,7 +285,7 @@ def mix(
     soft = torch.zeros(N, C, dtype=dtype, device=a.device)
     soft.scatter_add_(1, yi[:, None], lam_y[:, None])
     soft.scatter_add_(1, yj[:, None], (1 - lam_y)[:, None])
-    return _like(x, x_i), _like(soft, x_i)  # type: ignore[return-value]
+    return _like(x, x_i), _like(soft, x_i)
 
 
 def soft_cross_entropy(logits: ArrayT, soft_targets: ArrayT) -> ArrayT:
@@ -296,7 +296,7 @@ def soft_cross_entropy(logits: ArrayT, soft_targets: ArrayT) -> ArrayT:
         raise ValueError(f"logits and soft_targets must both be N×C, got {tuple(z.shape)} and "
                          f"{tuple(t.shape)}")
     loss = -(t * torch.log_softmax(z, dim=1)).sum(dim=1)
-    return _like(loss, logits)  # type: ignore[return-value]
+    return _like(loss, logits)
 
 
 def cosine_logits(
@@ -315,7 +315,7 @@ def cosine_logits(
     if f.ndim != 2 or t.ndim != 2:
         raise ValueError("image_features must be N×d and text_features C×D")
     out = _cosine(f, projection, t, scale, text_is_unit=False)
-    return _like(out, image_features)  # type: ignore[return-value]
+    return _like(out, image_features)
 
 
 def unit_text_rows(text_features: torch.Tensor) -> torch.Tensor:
@@ -356,7 +356,7 @@ def _cosine(f: torch.Tensor, projection: ArrayT | None, t: torch.Tensor, scale: 
 def text_distance(text_features: ArrayT) -> ArrayT:
     """MMS's ``D = 1 − cos(f_Ti, f_Tj)``, C×C with zero diagonal."""
     f = _normalise_rows(_as_tensor(text_features), "text_features")
-    return _like(1.0 - f @ f.T, text_features)  # type: ignore[return-value]
+    return _like(1.0 - f @ f.T, text_features)
 
 
 def mms_logits(
@@ -389,7 +389,7 @@ def mms_logits(
         rows = y.to(z.dtype) @ D
     else:
         raise ValueError(f"targets must be (N,) indices or N×C soft targets, got {tuple(y.shape)}")
-    return _like((z + margin * rows) / temperature, cos)  # type: ignore[return-value]
+    return _like((z + margin * rows) / temperature, cos)
 
 
 def mms_loss(

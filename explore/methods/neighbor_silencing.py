@@ -129,7 +129,7 @@ def ns_loss(
         torch.tensor(math.log(lambda_s), dtype=z.dtype, device=z.device),
         torch.zeros((), dtype=z.dtype, device=z.device),
     )
-    return _like(_loss_from_terms(z, y, torch.log(n), log_lambda), logits)  # type: ignore[return-value]
+    return _like(_loss_from_terms(z, y, torch.log(n), log_lambda), logits)
 
 
 def _loss_from_terms(z: torch.Tensor, y: torch.Tensor, log_n: torch.Tensor,

@@ -193,7 +193,7 @@ def _standardise(s: torch.Tensor) -> torch.Tensor:
 
 def standardise(coords: ArrayT) -> ArrayT:
     """Zero mean, unit (population) variance; all zeros when every coordinate is equal."""
-    return _like(_standardise(_as_tensor(coords)), coords)  # type: ignore[return-value]
+    return _like(_standardise(_as_tensor(coords)), coords)
 
 
 def window_weights_and_margins(
@@ -234,7 +234,7 @@ def window_weights_and_margins(
     margins = torch.logsumexp(beta * gap, dim=1) - math.log(W)
     # logsumexp - log W can round to a hair below 0 when every gap is 0.
     margins = margins.clamp_min(0.0)
-    return _like(weights, coords), _like(margins, coords)  # type: ignore[return-value]
+    return _like(weights, coords), _like(margins, coords)
 
 
 def swrm_terms(
@@ -297,7 +297,7 @@ def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT)
         raise ValueError(f"targets must be class indices in [0, {C})")
     shifted = z.scatter_add(1, y[:, None], m[y][:, None])
     loss = w[y] * (torch.logsumexp(shifted, dim=1) - shifted.gather(1, y[:, None]).squeeze(1))
-    return _like(loss, logits)  # type: ignore[return-value]
+    return _like(loss, logits)
 
 
 def effective_perplexity(perplexity: float, num_classes: int) -> float:

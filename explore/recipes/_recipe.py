@@ -6,19 +6,37 @@ its knob columns, its data-dependent limits and checks, its head-mode fit and it
 full-mode plan. Generic code (the sweep, the trial, the training loops, the results) only
 ever talks to a recipe through this class, so adding a method or a knob touches the
 method's recipe, its YAML and a test, and no generic module.
+
+A :class:`BaseRecipe` is a recipe whose product is one linear classifier per seed (cRT,
+LWS, τ-norm, ...): it is swept like any method, and it is what a sweep's reference and a
+post-hoc method's base are made of (:class:`ReferenceRecipe`: a recipe and its params).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from explore.training.full import FullModeError, FullPlan, FullSetup
-from explore.training.inputs import DataFacts, TrialInputs
-from explore.training.outcome import Fit
+import numpy as np
 
-__all__ = ["P", "Recipe", "RecipeError"]
+from explore.classifier import LinearClassifier
+from explore.evaluation import evaluate_logits
+from explore.splits import SplitThresholds
+from explore.store import FeatureSet
+from explore.training.full import FullModeError, FullPlan, FullSetup
+from explore.training.head import HeadTrainConfig
+from explore.training.inputs import DataFacts, TrialInputs, splits_of
+from explore.training.outcome import Fit, SeedResult
+
+__all__ = ["BaseRecipe", "P", "Recipe", "RecipeError", "ReferenceRecipe", "Splits",
+           "evaluate_classifier"]
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+"""Split name → (features N×d, labels N)."""
 
 P = TypeVar("P")
 
@@ -47,18 +65,15 @@ class Recipe(Generic[P]):
             raise RecipeError(f"{self.name}: unknown parameter(s) {unknown}; allowed: "
                               f"{', '.join(sorted(allowed))}")
         try:
-            return self.params_type(**settings)  # type: ignore[no-any-return, unused-ignore]
+            return typing.cast(P, self.params_type(**settings))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{self.name}: {exc}") from None
 
-    reference_name: ClassVar[str | None] = None
-    """Set when the method defines its own reference (e.g. LFM: the same cosine classifier
-    trained with plain CE): its rows are then trained by :meth:`reference_params` on the
-    sweep's seeds, instead of by the ``base`` group's model."""
-
-    def reference_params(self, params: P) -> P:
-        """The params of this method's own reference (see :attr:`reference_name`)."""
-        raise NotImplementedError
+    def own_reference(self, params: P) -> ReferenceRecipe | None:
+        """The method's own reference, when it defines one (e.g. LFM: the same cosine
+        classifier trained with plain CE); None: the ``base`` group's recipe is the
+        reference. Either way the reference trains on the sweep's seeds."""
+        return None
 
     def limits(self, facts: DataFacts) -> dict[str, int]:
         """Data-dependent upper limits of integer knobs; sweep ranges are capped to them."""
@@ -83,3 +98,48 @@ class Recipe(Generic[P]):
         """One seed's backbone training with this method (full mode)."""
         raise FullModeError(f"mode=full is not available for {self.name} (it needs no backbone "
                             "training); use mode=head")
+
+
+@dataclass(frozen=True)
+class ReferenceRecipe:
+    """A recipe with its params, as the reference rows (or a post-hoc method's base) run it."""
+
+    name: str
+    """The reference rows' method name (``ce``, ``crt``, ``cosine_ce``, ...)."""
+    recipe: Recipe[Any]
+    params: Any
+
+
+class BaseRecipe(Recipe[P]):
+    """A recipe whose product is one linear classifier per seed. Subclasses implement
+    :meth:`train_classifier`; head mode trains and evaluates it per seed, and any base can
+    be a sweep's reference (``base=``) or the classifier a post-hoc method corrects."""
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: P, seed: int) -> LinearClassifier:
+        """One seed's classifier, trained on the features with the ``head`` settings."""
+        raise NotImplementedError
+
+    def fit_head(self, inputs: TrialInputs, params: P, seeds: Sequence[int]) -> Fit:
+        splits, num_classes = splits_of(inputs.features), inputs.features.num_classes
+        results = []
+        for seed in seeds:
+            start = time.perf_counter()
+            classifier = self.train_classifier(splits, num_classes, inputs.head, params, seed)
+            result = evaluate_classifier(classifier, inputs.features, inputs.thresholds, seed)
+            result.train_seconds = time.perf_counter() - start
+            results.append(result)
+        return Fit(results)
+
+
+def evaluate_classifier(classifier: LinearClassifier, fset: FeatureSet,
+                        thresholds: SplitThresholds, seed: int) -> SeedResult:
+    """Test (and validation) metrics of a linear classifier; ``best_epoch`` 0: the
+    classifier's own training chose its epoch."""
+    counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
+    split_of_class = thresholds.split_of_class(counts)
+    test = evaluate_logits(classifier.logits(fset.test.features), fset.test.labels, split_of_class)
+    val = {}
+    if "val" in fset.splits and len(fset.val.labels):
+        val = evaluate_logits(classifier.logits(fset.val.features), fset.val.labels, split_of_class)
+    return SeedResult(seed=seed, best_epoch=0, test=test, val=val)

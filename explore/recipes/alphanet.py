@@ -251,7 +251,7 @@ def _train_one_epoch(
         loss = F.cross_entropy(logits.flatten(0, 1), y_train[idx].flatten(), reduction="none")
         loss = loss.view(R, -1).mean(1).sum()
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        torch.autograd.backward(loss)
         opt.step()
 
 

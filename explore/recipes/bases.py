@@ -1,146 +1,72 @@
-"""Base models on cached features: the linear classifiers post-hoc methods correct.
+"""Base recipes: each trains one linear classifier per seed on cached features.
 
-Every base is a ``LinearClassifier`` (W, b), so any of them can be AlphaNet's base
-(``base=lws``) and every sweep can report it as the reference row. The decoupling
-baselines (Kang et al. 2020; docs/methods.md#baselines) and balanced softmax (Ren et
-al. 2020):
+Every base is a :class:`~explore.recipes._recipe.BaseRecipe` in the one registry
+(``explore.recipes.RECIPES``), so each can be swept like any method (``method=tau_norm``),
+be a training-time sweep's reference (``base=ce``) and be the classifier a post-hoc method
+corrects (``base=lws`` under AlphaNet). The decoupling baselines (Kang et al. 2020;
+docs/methods.md#baselines), balanced softmax (Ren et al. 2020) and logit adjustment (Menon
+et al. 2021):
 
 * ``ce``: the linear classifier trained with plain instance sampling.
 * ``crt``: a fresh linear classifier trained with class-balanced sampling.
 * ``lws``: the CE classifier frozen, a per-class scale ``s_c`` of its logits learned
   with class-balanced sampling: ``s_c · (f·w_c + b_c)`` (the bias scaled with its row).
-* ``tau_norm``: the CE classifier's rows ``w_c / ‖w_c‖^τ`` (τ a base setting).
-* ``ncm``: nearest class mean, written as a linear classifier (see :func:`train_ncm`).
-* ``balanced_softmax``: trained on ``z + log n_c``; predicts with ``z``.
+* ``tau_norm``: the CE classifier's rows ``w_c / ‖w_c‖^τ`` (knob ``tau``).
+* ``ncm``: nearest class mean, written as a linear classifier (knob ``metric``).
+* ``logit_adjustment``: trained on ``z + τ·log π``; predicts with ``z`` (knob ``tau``).
+* ``balanced_softmax``: logit adjustment at τ = 1 (the same loss function).
 
-A base's own settings (``tau`` of ``tau_norm``, ``metric`` of ``ncm``) sit beside the
-training settings in the ``base`` config group; :meth:`BaseSpec.from_mapping` sorts them.
+The ``base`` config group (:class:`BaseSpec`) selects one of them with its params; the
+training settings are the shared ``head`` group's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explore.classifier import LinearClassifier
 from explore.methods.baselines import (
+    LogitAdjustmentParams,
     NCMParams,
     TauNormParams,
-    balanced_softmax_logits,
     class_balanced_indices,
+    logit_adjusted_logits,
     tau_normalize,
 )
 from explore.methods.prototypes import class_means
-from explore.training.head import HeadTrainConfig, fit_head
+from explore.recipes._recipe import BaseRecipe, RecipeError, ReferenceRecipe, Splits
+from explore.training.head import HeadTrainConfig, fit_head, seeded_linear
 from explore.training.plugins import LossFn, Plugins, SampleFn
-from explore.training.posthoc import LinearClassifier
 
-__all__ = ["BASES", "BaseDef", "BaseSpec", "NCMSettings", "NoSettings", "TauNormSettings",
-           "balanced_softmax_loss", "train_base", "train_ce", "train_crt"]
-
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+__all__ = ["BalancedSoftmaxRecipe", "BaseSpec", "CERecipe", "CRTRecipe", "LWSRecipe",
+           "LogitAdjustmentRecipe", "NCMRecipe", "NoParams", "TauNormRecipe",
+           "TauNormTrialParams", "logit_adjusted_loss", "train_base"]
 
 
 @dataclass(frozen=True)
-class NoSettings:
-    """A base with nothing to set beyond its training."""
+class NoParams:
+    """A base with nothing to set beyond its training (the shared ``head`` group)."""
 
 
 @dataclass(frozen=True)
-class TauNormSettings:
-    """Settings of the τ-normalised classifier."""
+class TauNormTrialParams(TauNormParams):
+    """τ (the knob) and whether the normalised classifier keeps the CE biases."""
 
-    tau: float = 1.0
-    """Exponent of the row norm (0 = the CE classifier, 1 = unit-norm rows); Kang et
-    al. pick it on validation data from [0, 1]."""
     keep_bias: bool = False
     """False (default): predict with the normalised rows and no bias, as Kang et al.'s
     τ-normalisation does; True: keep the CE classifier's biases unchanged."""
 
-    def __post_init__(self) -> None:
-        TauNormParams(self.tau)  # validates tau
 
-
-@dataclass(frozen=True)
-class NCMSettings:
-    """Settings of the nearest-class-mean classifier."""
-
-    metric: Literal["euclidean", "cosine"] = "euclidean"
-    """Distance to the class means (see :func:`train_ncm`)."""
-
-    def __post_init__(self) -> None:
-        NCMParams(self.metric)  # validates metric
-
-
-@dataclass(frozen=True)
-class BaseDef:
-    """One base: how it trains, and the dataclass of its own settings."""
-
-    train: Callable[[Splits, int, HeadTrainConfig, Any, int], LinearClassifier]
-    settings: type = NoSettings
-
-
-@dataclass(frozen=True)
-class BaseSpec:
-    """Which base model, how it is trained, and its own settings (the ``base`` group)."""
-
-    name: str = "crt"
-    train: HeadTrainConfig = HeadTrainConfig()
-    settings: Any = field(default=None)
-    """An instance of the base's settings dataclass (``BASES[name].settings``); None =
-    its defaults."""
-
-    def __post_init__(self) -> None:
-        if self.name not in BASES:
-            raise ValueError(f"unknown base {self.name!r}; known bases: {', '.join(sorted(BASES))}")
-        kind = BASES[self.name].settings
-        if self.settings is None:
-            object.__setattr__(self, "settings", kind())
-        elif not isinstance(self.settings, kind):
-            raise ValueError(f"base {self.name}: settings must be a {kind.__name__}, "
-                             f"got {type(self.settings).__name__}")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any],
-                     train: HeadTrainConfig | None = None) -> BaseSpec:
-        """``{"name": ..., <the base's own settings>}`` (the ``base`` group) → spec; it trains
-        with ``train`` (the sweep's ``head`` group)."""
-        values = dict(values)
-        name = values.pop("name", "crt")
-        if name not in BASES:
-            raise ValueError(f"unknown base {name!r}; known bases: {', '.join(sorted(BASES))}")
-        own_names = {f.name for f in fields(BASES[name].settings)}
-        unknown = sorted(set(values) - own_names)
-        if unknown:
-            hint = (" (training settings live in the shared `head` group, e.g. head.epochs=10)"
-                    if set(unknown) & {f.name for f in fields(HeadTrainConfig)} else "")
-            raise ValueError(f"base {name}: unknown setting(s) {unknown}; allowed: "
-                             f"{', '.join(sorted(own_names)) or 'none'}{hint}")
-        own = BASES[name].settings(**values)
-        return cls(name, train or HeadTrainConfig(), own)
-
-    def cache_spec(self) -> dict[str, Any]:
-        """Everything the trained base depends on besides features and seed: use it in
-        the base model's cache key (two τ values must not share one cached classifier)."""
-        return {"base": self.name, "train": dataclasses.asdict(self.train),
-                "settings": dataclasses.asdict(self.settings)}
-
-
-def _linear_head(splits: Splits, num_classes: int) -> nn.Linear:
-    return nn.Linear(splits["train"][0].shape[1], num_classes)
-
-
-def _to_classifier(head: nn.Linear) -> LinearClassifier:
-    return LinearClassifier(
-        head.weight.detach().numpy().astype(np.float32).copy(),
-        head.bias.detach().numpy().astype(np.float32).copy(),
-    )
+def _to_classifier(head: nn.Module) -> LinearClassifier:
+    assert isinstance(head, nn.Linear)
+    return LinearClassifier(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
 
 
 def _balanced_sampler(num_classes: int) -> SampleFn:
@@ -150,20 +76,41 @@ def _balanced_sampler(num_classes: int) -> SampleFn:
     return balanced
 
 
-def train_ce(splits: Splits, num_classes: int, cfg: HeadTrainConfig, seed: int) -> LinearClassifier:
-    torch.manual_seed(seed)
-    head = _linear_head(splits, num_classes)
-    fit = fit_head(head, splits["train"], splits.get("val"), cfg, seed=seed)
-    return _to_classifier(fit.model)  # type: ignore[arg-type]
+def _linear(splits: Splits, num_classes: int, head: HeadTrainConfig, seed: int,
+            plugins: Plugins | None = None) -> LinearClassifier:
+    """A fresh linear classifier (initialised from ``seed``) trained with ``plugins``."""
+    model = seeded_linear(splits["train"][0].shape[1], num_classes, seed)
+    fit = fit_head(model, splits["train"], splits.get("val"), head, seed=seed, plugins=plugins)
+    return _to_classifier(fit.model)
 
 
-def train_crt(splits: Splits, num_classes: int, cfg: HeadTrainConfig, seed: int) -> LinearClassifier:
+def _train_ce(splits: Splits, num_classes: int, head: HeadTrainConfig, seed: int) -> LinearClassifier:
+    return _linear(splits, num_classes, head, seed)
+
+
+class CERecipe(BaseRecipe[NoParams]):
+    """The linear classifier trained with plain CE and instance sampling."""
+
+    name = "ce"
+    params_type = NoParams
+    knobs = ()
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: NoParams, seed: int) -> LinearClassifier:
+        return _train_ce(splits, num_classes, head, seed)
+
+
+class CRTRecipe(BaseRecipe[NoParams]):
     """cRT: a fresh linear classifier trained with class-balanced sampling."""
-    torch.manual_seed(seed)
-    head = _linear_head(splits, num_classes)
-    fit = fit_head(head, splits["train"], splits.get("val"), cfg, seed=seed,
-                   plugins=Plugins(sample_indices=_balanced_sampler(num_classes)))
-    return _to_classifier(fit.model)  # type: ignore[arg-type]
+
+    name = "crt"
+    params_type = NoParams
+    knobs = ()
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: NoParams, seed: int) -> LinearClassifier:
+        return _linear(splits, num_classes, head, seed,
+                       Plugins(sample_indices=_balanced_sampler(num_classes)))
 
 
 class _ScaledClassifier(nn.Module):
@@ -180,92 +127,176 @@ class _ScaledClassifier(nn.Module):
         return (x @ weight.T + bias) * self.scales
 
 
-def train_lws(splits: Splits, num_classes: int, cfg: HeadTrainConfig, seed: int) -> LinearClassifier:
+class LWSRecipe(BaseRecipe[NoParams]):
     """LWS: train CE, freeze it, learn per-class scales with class-balanced sampling.
 
-    Both stages use ``cfg``, except that the scales get no weight decay: decay would
-    pull every scale toward 0 alike, which only cools the softmax and is not the
+    Both stages use the ``head`` settings, except that the scales get no weight decay: decay
+    would pull every scale toward 0 alike, which only cools the softmax and is not the
     per-class correction LWS learns. Returned as ``(s_c·w_c, s_c·b_c)``.
     """
-    ce = train_ce(splits, num_classes, cfg, seed)
-    model = _ScaledClassifier(ce)
-    fit_head(model, splits["train"], splits.get("val"), dataclasses.replace(cfg, weight_decay=0.0),
-             seed=seed, plugins=Plugins(sample_indices=_balanced_sampler(num_classes)))
-    s = model.scales.detach().numpy().astype(np.float32)
-    return LinearClassifier((ce.weight * s[:, None]).astype(np.float32), (ce.bias * s).astype(np.float32))
+
+    name = "lws"
+    params_type = NoParams
+    knobs = ()
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: NoParams, seed: int) -> LinearClassifier:
+        ce = _train_ce(splits, num_classes, head, seed)
+        model = _ScaledClassifier(ce)
+        fit_head(model, splits["train"], splits.get("val"),
+                 dataclasses.replace(head, weight_decay=0.0), seed=seed,
+                 plugins=Plugins(sample_indices=_balanced_sampler(num_classes)))
+        s = model.scales.detach().numpy().astype(np.float32)
+        return LinearClassifier(ce.weight * s[:, None], ce.bias * s)
 
 
-def train_tau_norm(splits: Splits, num_classes: int, cfg: HeadTrainConfig, settings: TauNormSettings,
-                   seed: int) -> LinearClassifier:
+class TauNormRecipe(BaseRecipe[TauNormTrialParams]):
     """τ-normalised CE classifier: rows ``w_c / ‖w_c‖^τ`` (bias dropped unless ``keep_bias``)."""
-    ce = train_ce(splits, num_classes, cfg, seed)
-    weight = tau_normalize(ce.weight.astype(np.float64), settings.tau).astype(np.float32)
-    bias = ce.bias.copy() if settings.keep_bias else np.zeros_like(ce.bias)
-    return LinearClassifier(weight, bias)
+
+    name = "tau_norm"
+    params_type = TauNormTrialParams
+    knobs = ("tau",)
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: TauNormTrialParams, seed: int) -> LinearClassifier:
+        ce = _train_ce(splits, num_classes, head, seed)
+        weight = tau_normalize(ce.weight.astype(np.float64), params.tau)
+        return LinearClassifier(weight, ce.bias.copy() if params.keep_bias else np.zeros_like(ce.bias))
 
 
-def train_ncm(splits: Splits, num_classes: int, cfg: HeadTrainConfig, settings: NCMSettings,
-              seed: int) -> LinearClassifier:
-    """Nearest class mean as a linear classifier (no training; ``cfg`` and ``seed`` unused).
+class NCMRecipe(BaseRecipe[NCMParams]):
+    """Nearest class mean as a linear classifier (nothing is trained; ``head`` and the seed
+    are unused).
 
-    Euclidean: ``−‖f − μ_c‖² = 2 f·μ_c − ‖μ_c‖² − ‖f‖²``; the last term is the same
-    for every class of a sample, so ``W = 2μ``, ``b = −‖μ‖²`` ranks classes exactly as
-    the distance does (logits differ from ``−‖f − μ_c‖²`` by ``‖f‖²`` per sample).
-    Cosine: ``cos(f, μ_c) = f·μ̂_c / ‖f‖``; ``1/‖f‖`` is a positive per-sample factor, so
-    ``W = μ̂``, ``b = 0`` ranks classes as the cosine does.
+    Euclidean: ``−‖f − μ_c‖² = 2 f·μ_c − ‖μ_c‖² − ‖f‖²``; the last term is the same for
+    every class of a sample, so ``W = 2μ``, ``b = −‖μ‖²`` ranks classes exactly as the
+    distance does (logits differ from ``−‖f − μ_c‖²`` by ``‖f‖²`` per sample). Cosine:
+    ``cos(f, μ_c) = f·μ̂_c / ‖f‖``; ``1/‖f‖`` is a positive per-sample factor, so ``W = μ̂``,
+    ``b = 0`` ranks classes as the cosine does.
     """
-    x, y = splits["train"]
-    means = class_means(x, y, num_classes)  # C×d float64
-    if settings.metric == "euclidean":
-        weight, bias = 2.0 * means, -(means**2).sum(axis=1)
-    else:
+
+    name = "ncm"
+    params_type = NCMParams
+    knobs = ("metric",)
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: NCMParams, seed: int) -> LinearClassifier:
+        x, y = splits["train"]
+        means = class_means(x, y, num_classes)  # C×d float64
+        if params.metric == "euclidean":
+            return LinearClassifier(2.0 * means, -(means**2).sum(axis=1))
         norms = np.linalg.norm(means, axis=1, keepdims=True)
-        weight, bias = means / np.maximum(norms, 1e-12), np.zeros(num_classes)
-    return LinearClassifier(weight.astype(np.float32), bias.astype(np.float32))
+        return LinearClassifier(means / np.maximum(norms, 1e-12), np.zeros(num_classes))
 
 
-def balanced_softmax_loss(counts: np.ndarray) -> LossFn:
-    """Per-sample balanced softmax CE: cross-entropy of ``z + log n``."""
+def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0) -> LossFn:
+    """Per-sample cross-entropy of the logit-adjusted logits ``z + τ·log π`` (τ = 1:
+    balanced softmax)."""
     n = torch.as_tensor(counts, dtype=torch.float32)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        return F.cross_entropy(balanced_softmax_logits(logits, n), targets, reduction="none")
+        return F.cross_entropy(logit_adjusted_logits(logits, n, tau), targets, reduction="none")
 
     return loss
 
 
-def train_balanced_softmax(splits: Splits, num_classes: int, cfg: HeadTrainConfig,
-                           seed: int) -> LinearClassifier:
-    """Balanced softmax: train the linear classifier on ``z + log n_c`` with instance
-    sampling; the returned classifier's bias is the learned one, *without* ``log n``
-    (the prior shift exists only in the training loss)."""
+def _train_logit_adjusted(name: str, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          tau: float, seed: int) -> LinearClassifier:
     counts = np.bincount(splits["train"][1], minlength=num_classes)
     if (counts == 0).any():
-        raise ValueError(f"balanced_softmax: classes {np.flatnonzero(counts == 0).tolist()} have no "
-                         "training samples (log n_c is undefined)")
-    torch.manual_seed(seed)
-    head = _linear_head(splits, num_classes)
-    fit = fit_head(head, splits["train"], splits.get("val"), cfg, seed=seed,
-                   plugins=Plugins(loss=balanced_softmax_loss(counts)))
-    return _to_classifier(fit.model)  # type: ignore[arg-type]
+        raise RecipeError(f"{name}: classes {np.flatnonzero(counts == 0).tolist()} have no "
+                          "training samples (log π_c is undefined)")
+    return _linear(splits, num_classes, head, seed, Plugins(loss=logit_adjusted_loss(counts, tau)))
 
 
-def _plain(fn: Callable[[Splits, int, HeadTrainConfig, int], LinearClassifier]) -> Callable[..., LinearClassifier]:
-    def train(splits: Splits, num_classes: int, cfg: HeadTrainConfig, _settings: Any, seed: int) -> LinearClassifier:
-        return fn(splits, num_classes, cfg, seed)
+class LogitAdjustmentRecipe(BaseRecipe[LogitAdjustmentParams]):
+    """Logit adjustment, loss form (Menon et al. 2021): the linear classifier trained on
+    ``z + τ·log π_c`` with instance sampling; the returned classifier is the learned one,
+    *without* the prior shift (it exists only in the training loss)."""
 
-    return train
+    name = "logit_adjustment"
+    params_type = LogitAdjustmentParams
+    knobs = ("tau",)
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: LogitAdjustmentParams, seed: int) -> LinearClassifier:
+        return _train_logit_adjusted(self.name, splits, num_classes, head, params.tau, seed)
 
 
-BASES: dict[str, BaseDef] = {
-    "crt": BaseDef(_plain(train_crt)),
-    "ce": BaseDef(_plain(train_ce)),
-    "lws": BaseDef(_plain(train_lws)),
-    "tau_norm": BaseDef(train_tau_norm, TauNormSettings),
-    "ncm": BaseDef(train_ncm, NCMSettings),
-    "balanced_softmax": BaseDef(_plain(train_balanced_softmax)),
-}
+class BalancedSoftmaxRecipe(BaseRecipe[NoParams]):
+    """Balanced softmax / BalCE (Ren et al. 2020): logit adjustment at τ = 1."""
+
+    name = "balanced_softmax"
+    params_type = NoParams
+    knobs = ()
+
+    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                         params: NoParams, seed: int) -> LinearClassifier:
+        return _train_logit_adjusted(self.name, splits, num_classes, head, 1.0, seed)
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """The ``base`` group: which base recipe, its params, and how it trains."""
+
+    name: str = "crt"
+    train: HeadTrainConfig = HeadTrainConfig()
+    settings: Any = field(default=None)
+    """The base recipe's params (an instance of its ``params_type``); None = its defaults."""
+
+    def __post_init__(self) -> None:
+        recipe = _base_recipe(self.name)
+        if self.settings is None:
+            object.__setattr__(self, "settings", recipe.params({}))
+        elif not isinstance(self.settings, recipe.params_type):
+            raise ValueError(f"base {self.name}: settings must be a {recipe.params_type.__name__}, "
+                             f"got {type(self.settings).__name__}")
+
+    @property
+    def recipe(self) -> BaseRecipe[Any]:
+        return _base_recipe(self.name)
+
+    def reference(self) -> ReferenceRecipe:
+        return ReferenceRecipe(self.name, self.recipe, self.settings)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any],
+                     train: HeadTrainConfig | None = None) -> BaseSpec:
+        """``{"name": ..., <the base's own params>}`` (the ``base`` group) → spec; it trains
+        with ``train`` (the sweep's ``head`` group)."""
+        values = dict(values)
+        name = values.pop("name", "crt")
+        recipe = _base_recipe(name)
+        own_names = {f.name for f in dataclasses.fields(recipe.params_type)}
+        unknown = sorted(set(values) - own_names)
+        if unknown:
+            hint = (" (training settings live in the shared `head` group, e.g. head.epochs=10)"
+                    if set(unknown) & {f.name for f in dataclasses.fields(HeadTrainConfig)} else "")
+            raise ValueError(f"base {name}: unknown setting(s) {unknown}; allowed: "
+                             f"{', '.join(sorted(own_names)) or 'none'}{hint}")
+        return cls(name, train or HeadTrainConfig(), recipe.params(values))
+
+    def cache_spec(self) -> dict[str, Any]:
+        """Everything the trained base depends on besides features and seed: use it in
+        the base model's cache key (two τ values must not share one cached classifier)."""
+        return classifier_cache_spec(self.name, self.train, self.settings)
+
+
+def classifier_cache_spec(name: str, train: HeadTrainConfig, params: Any) -> dict[str, Any]:
+    """What a base recipe's classifier depends on besides features and seed."""
+    return {"base": name, "train": dataclasses.asdict(train), "settings": dataclasses.asdict(params)}
+
+
+def _base_recipe(name: str) -> BaseRecipe[Any]:
+    from explore.recipes import RECIPES  # the registry imports this module
+
+    recipe = RECIPES.get(name)
+    if not isinstance(recipe, BaseRecipe):
+        known = sorted(n for n, r in RECIPES.items() if isinstance(r, BaseRecipe))
+        raise ValueError(f"unknown base {name!r}; known bases: {', '.join(known)}")
+    return recipe
 
 
 def train_base(spec: BaseSpec, splits: Splits, num_classes: int, seed: int) -> LinearClassifier:
-    return BASES[spec.name].train(splits, num_classes, spec.train, spec.settings, seed)
+    """The ``base`` group's classifier for one seed."""
+    return spec.recipe.train_classifier(splits, num_classes, spec.train, spec.settings, seed)

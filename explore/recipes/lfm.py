@@ -8,7 +8,7 @@ sampling (``sample_pairs``: i uniform, y_j ~ p(·|y_i) at temperature τ), one �
 per batch (or per sample), inputs mixed, labels shifted by α, soft-label cross-entropy on the
 cosine (optionally MMS) logits. Full mode runs the same plug-ins on images (stage 1) with the
 backbone's classifier replaced by the fixed text-cosine classifier (``W_I`` at the identity;
-:class:`TextCosineClassifier`), then stage 2 on the stage-1 encoder's features.
+:class:`TextCosineClassifier`, stage 1), then stage 2 on the stage-1 encoder's features.
 
 ``W_I`` (d_img × d_txt) starts at the identity when the dimensions match (the paper's
 stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ d_txt) or rows
@@ -33,7 +33,6 @@ from explore.data.types import ImageSplit
 from explore.methods.lfm import (
     LFMParams,
     PairSampler,
-    cosine_logits,
     cosine_logits_unit_text,
     mix,
     mms_loss,
@@ -43,7 +42,7 @@ from explore.methods.lfm import (
     text_distance,
     unit_text_rows,
 )
-from explore.recipes._recipe import Recipe, RecipeError
+from explore.recipes._recipe import Recipe, RecipeError, ReferenceRecipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features
@@ -53,7 +52,8 @@ from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit, SeedResult
 from explore.training.plugins import Plugins
 
-__all__ = ["CosineTextHead", "LFMRecipe", "LFMTrialParams", "initial_projection", "lfm_plugins"]
+__all__ = ["LFMRecipe", "LFMTrialParams", "TextCosineClassifier", "initial_projection",
+           "lfm_plugins"]
 
 
 @dataclass(frozen=True)
@@ -65,26 +65,64 @@ class LFMTrialParams(LFMParams):
     control that isolates what local feature mixup adds."""
 
 
-class CosineTextHead(nn.Module):
-    """Logits ``scale · cos(W_Iᵀ f, f_T,c)`` against fixed text features (rows by class)."""
+class TextCosineClassifier(nn.Module):
+    """LFM's classifier in both stages: logits ``scale · cos(project(f), f_T,c)`` against
+    fixed text features (rows by class), normalised once and again only when the buffer is
+    replaced, written or cast.
 
-    def __init__(self, d_img: int, text_features: np.ndarray, scale: float, seed: int) -> None:
+    Stage 2 (head mode, :meth:`stage2`): ``project`` is the learned ``W_I``, ``f ↦ W_Iᵀ f``
+    from :func:`initial_projection`. Stage 1 (full mode, :meth:`stage1`): ``W_I`` at the
+    identity; when the backbone's feature width differs from the text width, ``project`` is
+    the image encoder's last layer, a trainable linear map to the text width.
+    """
+
+    def __init__(self, text_features: np.ndarray, scale: float, project: nn.Module) -> None:
         super().__init__()
         text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32)
         self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
         self.scale = float(scale)
-        self.projection = nn.Parameter(initial_projection(d_img, text.shape[1], seed))
+        self.project = project
         self._unit: tuple[torch.Tensor, int, torch.dtype, torch.Tensor] | None = None
 
+    @classmethod
+    def stage2(cls, d_img: int, text_features: np.ndarray, scale: float,
+               seed: int) -> TextCosineClassifier:
+        d_txt = int(np.asarray(text_features).shape[1])
+        return cls(text_features, scale, _Projection(initial_projection(d_img, d_txt, seed)))
+
+    @classmethod
+    def stage1(cls, feature_dim: int, text_features: np.ndarray,
+               scale: float) -> TextCosineClassifier:
+        d_txt = int(np.asarray(text_features).shape[1])
+        project = nn.Identity() if feature_dim == d_txt else nn.Linear(feature_dim, d_txt)
+        return cls(text_features, scale, project)
+
+    @property
+    def projection(self) -> torch.Tensor:
+        """``W_I`` (d_img×d_txt) of a stage-2 classifier."""
+        if not isinstance(self.project, _Projection):
+            raise AttributeError("only a stage-2 classifier has a projection matrix W_I")
+        return self.project.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # = cosine_logits(x, self.projection, text, scale), with the text rows normalised
-        # once instead of per batch; redone if the buffer is replaced, written or cast.
+        # = cosine_logits(project(x), None, text, scale), the text rows normalised once.
         text = self.get_buffer("text")
         unit = self._unit
         if unit is None or unit[0] is not text or unit[1] != text._version or unit[2] != x.dtype:
             unit = (text, text._version, x.dtype, unit_text_rows(text.to(x.dtype)).detach())
             self._unit = unit
-        return cosine_logits_unit_text(x, self.projection, unit[3], self.scale)
+        return cosine_logits_unit_text(self.project(x), None, unit[3], self.scale)
+
+
+class _Projection(nn.Module):
+    """``f ↦ W_Iᵀ f`` (rows: ``f @ W_I``) with ``W_I`` learned."""
+
+    def __init__(self, initial: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(initial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.to(x.dtype)
 
 
 def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
@@ -151,27 +189,8 @@ def _image_rows(split: ImageSplit, preprocess: Preprocess,
     return lambda idx, device: load_batch(split, idx, preprocess).to(device)
 
 
-class TextCosineClassifier(nn.Module):
-    """LFM stage 1's classifier: ``scale · cos(project(h), f_T,c)`` against the fixed text
-    features, with ``W_I`` at the identity. When the backbone's feature width differs from
-    the text width, ``project`` is the image encoder's last layer, a trainable linear map to
-    the text width; otherwise it is the identity."""
-
-    def __init__(self, feature_dim: int, text_features: np.ndarray, scale: float) -> None:
-        super().__init__()
-        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32)
-        self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
-        self.scale = float(scale)
-        d_text = int(text.shape[1])
-        self.project: nn.Module = (nn.Identity() if feature_dim == d_text
-                                   else nn.Linear(feature_dim, d_text))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return cosine_logits(self.project(h), None, self.get_buffer("text"), self.scale)
-
-
 def _stage1_classifier(text: np.ndarray, scale: float, feature_dim: int) -> nn.Module:
-    return TextCosineClassifier(feature_dim, text, scale)
+    return TextCosineClassifier.stage1(feature_dim, text, scale)
 
 
 def _stage1_plugins(train: ImageSplit, text: np.ndarray, params: LFMTrialParams,
@@ -195,7 +214,7 @@ def _fit(features: FeatureSet, thresholds: SplitThresholds, head: HeadTrainConfi
     text, encoder = class_text_features(features.classes, params.prompt)
 
     def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
-        model = CosineTextHead(data.d, text, _scale(params), seed)
+        model = TextCosineClassifier.stage2(data.d, text, _scale(params), seed)
         plugins = lfm_plugins(data.train[1], text, params, _feature_rows(data.train[0]))
         fit = fit_head(model, data.train, data.val, head, seed=seed, plugins=plugins)
         return fit, plugins.records
@@ -218,11 +237,10 @@ class LFMRecipe(Recipe[LFMTrialParams]):
     name = "lfm"
     params_type = LFMTrialParams
     knobs = ("alpha", "tau")
-    reference_name = "cosine_ce"
-    """The paper's control: the same cosine classifier, plain CE, no mixup."""
 
-    def reference_params(self, params: LFMTrialParams) -> LFMTrialParams:
-        return dataclasses.replace(params, mixup=False)
+    def own_reference(self, params: LFMTrialParams) -> ReferenceRecipe:
+        """The paper's control, ``cosine_ce``: the same cosine classifier, plain CE, no mixup."""
+        return ReferenceRecipe("cosine_ce", self, dataclasses.replace(params, mixup=False))
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
         _check_counts(facts.counts, params)

@@ -173,7 +173,7 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
                                                  params.confusion_momentum)
             for _ in range(params.s_steps):
                 s_optimizer.zero_grad(set_to_none=True)
-                similarity_objective(s, state["affinity"].to(s.dtype)).backward()  # type: ignore[no-untyped-call]
+                torch.autograd.backward(similarity_objective(s, state["affinity"].to(s.dtype)))
                 s_optimizer.step()
             s.grad = None  # the loop's optimiser must not step s again
             sums.zero_()

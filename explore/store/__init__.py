@@ -24,7 +24,6 @@ from explore.store.errors import (
 from explore.store.feature_set import REQUIRED_SPLITS, FeatureSet, FeatureSplit
 from explore.store.feature_store import FeatureStore
 from explore.store.imported import (
-    Classifier,
     FeatureImportError,
     digest_feature_dir,
     import_feature_dir,
@@ -43,7 +42,6 @@ from explore.store.uri import (
 __all__ = [
     "FORMAT_VERSION",
     "REQUIRED_SPLITS",
-    "Classifier",
     "CorruptShardError",
     "EntryNotFoundError",
     "FeatureImportError",

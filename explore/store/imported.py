@@ -31,17 +31,16 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.fs as pafs
 
+from explore.classifier import LinearClassifier
 from explore.store.feature_set import REQUIRED_SPLITS, FeatureSet, FeatureSplit
 from explore.store.keys import feature_key
 from explore.store.uri import describe_failure, join, resolve
 
 __all__ = [
-    "Classifier",
     "FeatureImportError",
     "digest_feature_dir",
     "import_feature_dir",
@@ -61,34 +60,6 @@ _KEY_FILES = _SPLIT_FILES + (CLASSES_FILE, CLASSIFIER_FILE, AUX_FILE, AUX_CLASSE
 
 class FeatureImportError(ValueError):
     """An imported feature directory is incomplete or inconsistent."""
-
-
-@dataclass(frozen=True, eq=False)
-class Classifier:
-    """A linear classifier ``logits = features @ weight.T + bias`` over C classes."""
-
-    weight: np.ndarray
-    """float32, C×d."""
-    bias: np.ndarray
-    """float32, C."""
-
-    def __post_init__(self) -> None:
-        w, b = np.asarray(self.weight), np.asarray(self.bias)
-        if w.ndim != 2 or b.ndim != 1 or w.shape[0] != b.shape[0]:
-            raise ValueError(
-                f"classifier weight must be C×d and bias C, got {w.shape} and {b.shape}"
-            )
-        if not (np.issubdtype(w.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
-            raise ValueError("classifier weight and bias must be numeric")
-        w, b = np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
-        if not (np.isfinite(w).all() and np.isfinite(b).all()):
-            raise ValueError("classifier weight/bias contain NaN or inf")
-        object.__setattr__(self, "weight", w)
-        object.__setattr__(self, "bias", b)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.weight.shape[0])
 
 
 def _read(fs: pafs.FileSystem, path: str, uri: str) -> bytes | None:
@@ -168,7 +139,7 @@ def imported_feature_key(uri: str) -> str:
     return feature_key({"source": "imported", "files": digests})
 
 
-def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
+def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
     """Read and validate the feature directory ``uri`` (see the module docstring)."""
     fs, root = _feature_dir(uri)
     files = {s: _read(fs, f"{root}/{s}.npz", join(uri, f"{s}.npz")) for s in REQUIRED_SPLITS}
@@ -260,9 +231,11 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, Classifier | None]:
                 f"got {w.shape} and {b.shape}"
             )
         try:
-            classifier = Classifier(w, b)
+            classifier = LinearClassifier(w, b)
         except ValueError as exc:
             raise FeatureImportError(f"{where}: {exc}") from None
+        if not (np.isfinite(classifier.weight).all() and np.isfinite(classifier.bias).all()):
+            raise FeatureImportError(f"{where}: classifier weight/bias contain NaN or inf")
 
     aux_data = _read(fs, f"{root}/{AUX_FILE}", join(uri, AUX_FILE))
     aux_names_data = _read(fs, f"{root}/{AUX_CLASSES_FILE}", join(uri, AUX_CLASSES_FILE))

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from explore.evaluation import evaluate_logits
+from explore.methods.baselines import cross_entropy_loss
 from explore.training.outcome import SeedResult
 from explore.training.plugins import Plugins
 from explore.training.tensors import tensor_view
@@ -125,10 +125,6 @@ def reporting_epochs(hook: EpochHook) -> Iterator[None]:
         _EPOCH_HOOK.reset(token)
 
 
-def _ce(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-    return F.cross_entropy(logits, targets, reduction="none")
-
-
 def _optimizer(params: list[nn.Parameter], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -166,7 +162,7 @@ def fit_head(
     opt = _optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
                                                        eta_min=cfg.lr * cfg.min_lr_ratio)
-    loss_fn = plugins.loss or _ce
+    loss_fn = plugins.loss or cross_entropy_loss
 
     states: dict[int, dict[str, Any]] = {}
     curve: list[float] = []

@@ -13,26 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explore.classifier import LinearClassifier
 from explore.methods.prototypes import class_means
 from explore.splits import SplitThresholds
 from explore.training.tensors import tensor_view
-
-
-@dataclass(frozen=True)
-class LinearClassifier:
-    """A linear classifier on features: logits = F Wᵀ + b."""
-
-    weight: np.ndarray  # C×d float32
-    bias: np.ndarray  # C float32
-
-    def __post_init__(self) -> None:
-        if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
-            raise ValueError(
-                f"classifier weight must be C×d and bias C; got {self.weight.shape} and {self.bias.shape}"
-            )
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.weight.T + self.bias
 
 
 @dataclass(frozen=True)

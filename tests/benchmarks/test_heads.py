@@ -26,7 +26,7 @@ from explore.methods.lfm import (
 )
 from explore.methods.neighbor_silencing import NSLoss, ns_loss
 from explore.methods.swrm import DySWRMParams, standardise, swrm_loss, swrm_terms
-from explore.recipes.lfm import CosineTextHead
+from explore.recipes.lfm import TextCosineClassifier
 from explore.recipes.swrm import dyswrm_plugins
 from explore.splits import SplitThresholds
 from explore.text_encoder import class_text_features
@@ -190,10 +190,10 @@ def test_cosine_head_normalises_its_text_once_and_follows_a_new_buffer():
     x, W = torch.randn(6, 8, generator=g), torch.randn(8, 5, generator=g)
     assert torch.equal(cosine_logits_unit_text(x, W, unit_text_rows(text), 30.0),
                        cosine_logits(x, W, text, 30.0))
-    head = CosineTextHead(8, text.numpy(), 30.0, seed=1)
+    head = TextCosineClassifier.stage2(8, text.numpy(), 30.0, seed=1)
     for _ in range(2):
         assert torch.equal(head(x), cosine_logits(x, head.projection, head.get_buffer("text"), 30.0))
-    other = CosineTextHead(8, torch.randn(9, 5, generator=g).numpy(), 30.0, seed=1)
+    other = TextCosineClassifier.stage2(8, torch.randn(9, 5, generator=g).numpy(), 30.0, seed=1)
     head.load_state_dict(other.state_dict())  # writes the buffer in place: the cache is redone
     assert torch.equal(head(x), other(x))
     assert torch.equal(head(x.double()), cosine_logits(x.double(), head.projection,

@@ -1,4 +1,5 @@
-"""Decoupling baselines (Kang et al. 2020) against hand computations."""
+"""Decoupling baselines (Kang et al. 2020), logit adjustment and the default CE against hand
+computations."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 import torch
 
 from explore.methods.baselines import (
+    LogitAdjustmentParams,
     NCMParams,
     TauNormParams,
-    balanced_softmax_logits,
     class_balanced_indices,
+    cross_entropy_loss,
+    logit_adjusted_logits,
     lws_logits,
     ncm_logits,
     tau_normalize,
@@ -37,10 +40,40 @@ def test_class_balanced_sampling_is_class_uniform_then_sample_uniform() -> None:
 def test_balanced_softmax_adds_log_counts() -> None:
     logits = np.array([[0.5, -1.0, 2.0]])
     counts = np.array([100, 10, 1])
-    out = balanced_softmax_logits(logits, counts)
+    out = logit_adjusted_logits(logits, counts)  # τ = 1: balanced softmax
     np.testing.assert_allclose(out, [[0.5 + math.log(100), -1.0 + math.log(10), 2.0]])
     with pytest.raises(ValueError, match="counts must all be > 0"):
-        balanced_softmax_logits(logits, np.array([1, 0, 1]))
+        logit_adjusted_logits(logits, np.array([1, 0, 1]))
+
+
+def test_logit_adjusted_loss_by_hand() -> None:
+    """Menon et al.'s loss ``−log softmax(z + τ·log π)_y`` with the priors π = n / Σn, by
+    hand, equals CE on the logits adjusted by ``τ·log n`` (the ``log Σn`` cancels)."""
+    z = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]
+    y = [1, 2]
+    counts = [60, 30, 10]
+    for tau in (0.0, 0.5, 1.0, 2.0):
+        priors = [n / sum(counts) for n in counts]
+        want = []
+        for row, label in zip(z, y):
+            adjusted = [zj + tau * math.log(pj) for zj, pj in zip(row, priors)]
+            want.append(-adjusted[label] + math.log(sum(math.exp(a) for a in adjusted)))
+        got = cross_entropy_loss(logit_adjusted_logits(torch.tensor(z), torch.tensor(counts), tau),
+                                 torch.tensor(y))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="tau must be a finite number >= 0"):
+        LogitAdjustmentParams(tau=-0.5)
+
+
+def test_cross_entropy_loss_is_per_sample_with_hard_or_soft_targets() -> None:
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    log_p = [[2.0 - math.log(math.exp(2) + 1), -math.log(math.exp(2) + 1)],
+             [-math.log(1 + math.e), 1.0 - math.log(1 + math.e)]]
+    hard = cross_entropy_loss(z, torch.tensor([0, 0]), epoch=3)
+    np.testing.assert_allclose(hard.numpy(), [-log_p[0][0], -log_p[1][0]], rtol=1e-6)
+    soft = cross_entropy_loss(z, torch.tensor([[0.25, 0.75], [1.0, 0.0]]))
+    np.testing.assert_allclose(soft.numpy(), [-(0.25 * log_p[0][0] + 0.75 * log_p[0][1]),
+                                              -log_p[1][0]], rtol=1e-6)
 
 
 def test_tau_normalize_by_hand() -> None:

@@ -1,5 +1,6 @@
-"""Base models on cached features (explore/recipes/bases.py): each is a LinearClassifier,
-class-balanced bases lift the few split over CE, NCM and τ-norm match hand computations."""
+"""Base recipes on cached features (explore/recipes/bases.py): each is a LinearClassifier,
+class-balanced bases lift the few split over CE, NCM, τ-norm and logit adjustment match
+hand computations, and a base sweeps like any method."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from explore.evaluation import evaluate_logits
-from explore.recipes.bases import BASES, BaseSpec, TauNormSettings, train_base
+from explore.recipes import RECIPES, BaseRecipe, get_recipe
+from explore.recipes._recipe import evaluate_classifier
+from explore.recipes.bases import BaseSpec, TauNormTrialParams, train_base
 from explore.splits import SplitThresholds
 from explore.training.head import HeadTrainConfig, fit_head
+from explore.training.inputs import TrialInputs
 from explore.training.plugins import Plugins
 from explore.training.posthoc import LinearClassifier
 from tests.support.synthetic import feature_arrays
@@ -32,7 +36,7 @@ def splits():
 def trained(splits):
     C = len(COUNTS)
     out = {}
-    for name in BASES:
+    for name in (n for n, r in RECIPES.items() if isinstance(r, BaseRecipe)):
         spec = BaseSpec(name, CFG)
         out[name] = train_base(spec, splits, C, seed=0)
     return out
@@ -55,7 +59,7 @@ def test_every_base_is_a_valid_linear_classifier(trained, splits):
 
 def test_class_balanced_bases_raise_few_accuracy_over_ce(trained, splits):
     ce = _few_acc(trained["ce"], splits)
-    for name in ("crt", "lws", "tau_norm", "balanced_softmax"):
+    for name in ("crt", "lws", "tau_norm", "balanced_softmax", "logit_adjustment"):
         assert _few_acc(trained[name], splits) >= ce + 0.1, (name, _few_acc(trained[name], splits), ce)
 
 
@@ -85,12 +89,12 @@ def test_ncm_cosine_predicts_the_most_similar_mean(splits):
 def test_tau_norm_rescales_the_ce_rows(trained, splits):
     ce = trained["ce"]  # tau_norm trains the same CE classifier (same seed and settings)
     for tau in (0.0, 0.5, 1.0):
-        clf = train_base(BaseSpec("tau_norm", CFG, TauNormSettings(tau)), splits, len(COUNTS), seed=0)
+        clf = train_base(BaseSpec("tau_norm", CFG, TauNormTrialParams(tau)), splits, len(COUNTS), seed=0)
         for c in range(len(COUNTS)):
             norm = float(np.sqrt((ce.weight[c].astype(np.float64) ** 2).sum()))
             np.testing.assert_allclose(clf.weight[c], ce.weight[c] / norm**tau, rtol=1e-5)
         assert (clf.bias == 0).all()
-    kept = train_base(BaseSpec("tau_norm", CFG, TauNormSettings(1.0, keep_bias=True)), splits, len(COUNTS), seed=0)
+    kept = train_base(BaseSpec("tau_norm", CFG, TauNormTrialParams(1.0, keep_bias=True)), splits, len(COUNTS), seed=0)
     np.testing.assert_array_equal(kept.bias, ce.bias)
 
 
@@ -116,7 +120,7 @@ def test_balanced_softmax_bias_excludes_log_counts(trained, splits):
 def test_base_settings_are_validated():
     head = HeadTrainConfig(epochs=3)
     spec = BaseSpec.from_mapping({"name": "tau_norm", "tau": 0.5}, head)
-    assert spec.settings == TauNormSettings(0.5) and spec.train.epochs == 3
+    assert spec.settings == TauNormTrialParams(0.5) and spec.train.epochs == 3
     other_tau = BaseSpec.from_mapping({"name": "tau_norm", "tau": 1.0}, head)
     assert spec.cache_spec() != other_tau.cache_spec()
     # the training settings are part of the key too
@@ -133,3 +137,44 @@ def test_base_settings_are_validated():
     with pytest.raises(ValueError, match="unknown base"):
         BaseSpec.from_mapping({"name": "nope"})
     assert dataclasses.asdict(BaseSpec.from_mapping({"name": "crt"}).settings) == {}
+
+
+def test_logit_adjustment_at_tau_1_is_balanced_softmax(trained, splits):
+    """One maths function: the same loss, the same trained classifier."""
+    np.testing.assert_array_equal(trained["logit_adjustment"].weight, trained["balanced_softmax"].weight)
+    np.testing.assert_array_equal(trained["logit_adjustment"].bias, trained["balanced_softmax"].bias)
+
+
+def test_logit_adjustment_trains_on_tau_times_log_priors(splits):
+    """The classifier trained with the loss ``CE(z + τ·log π, y)`` written out by hand,
+    predicting with the plain ``z``."""
+    C, tau = len(COUNTS), 0.5
+    log_priors = torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
+    torch.manual_seed(2)
+    head = torch.nn.Linear(splits["train"][0].shape[1], C)
+    fit_head(head, splits["train"], splits["val"], CFG, seed=2,
+             plugins=Plugins(loss=lambda z, y, e: F.cross_entropy(z + tau * log_priors, y,
+                                                                  reduction="none")))
+    spec = BaseSpec.from_mapping({"name": "logit_adjustment", "tau": tau}, CFG)
+    clf = train_base(spec, splits, C, seed=2)
+    np.testing.assert_allclose(clf.weight, head.weight.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(clf.bias, head.bias.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_base_sweeps_like_a_method_one_classifier_per_seed(splits):
+    """fit_head of a base recipe: each seed's classifier, evaluated as the reference rows are."""
+    from explore.store import FeatureSet, FeatureSplit
+
+    fset = FeatureSet({n: FeatureSplit(x, y) for n, (x, y) in splits.items()},
+                      tuple(f"c{c}" for c in range(len(COUNTS))))
+    recipe = get_recipe("tau_norm")
+    params = recipe.params({"tau": 0.5})
+    th = SplitThresholds()
+    fit = recipe.fit_head(TrialInputs(fset, None, th, CFG), params, [0, 1])
+    assert [r.seed for r in fit.results] == [0, 1]
+    for result in fit.results:
+        clf = recipe.train_classifier(splits, len(COUNTS), CFG, params, result.seed)
+        assert result.test == evaluate_classifier(clf, fset, th, result.seed).test
+        assert result.train_seconds > 0
+    assert fit.results[0].test != fit.results[1].test  # really per seed
+    assert recipe.columns(params) == {"tau": 0.5}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from explore.methods.lfm import pair_probabilities, sample_lambda, sample_pairs
 from explore.recipes import get_recipe
 from explore.recipes import lfm as lfm_recipe
-from explore.recipes.lfm import CosineTextHead, initial_projection
+from explore.recipes.lfm import TextCosineClassifier, initial_projection
 from explore.text_encoder import class_text_features
 from explore.training.head import fit_head
 from explore.training.inputs import head_data
@@ -71,7 +71,7 @@ def test_lfm_without_mixup_is_ce_on_cosine_logits(inputs, spy_on):
     recipe.fit_head(inputs, recipe.params({"mixup": False}), [5])
     data = head_data(inputs)
     text, _ = class_text_features(CLASS_NAMES)
-    head = CosineTextHead(data.d, text, recipe.params({}).logit_scale, seed=5)
+    head = TextCosineClassifier.stage2(data.d, text, recipe.params({}).logit_scale, seed=5)
     ce = Plugins(loss=lambda z, y, e: F.cross_entropy(z, y, reduction="none"))
     fit_head(head, data.train, data.val, FAST, seed=5, plugins=ce)
     np.testing.assert_allclose(spy.calls[0]["model"].projection.detach().numpy(),

@@ -10,7 +10,7 @@ import torch
 
 from explore.recipes import RecipeError, get_recipe
 from explore.recipes import neighbor_silencing as ns_recipe
-from explore.recipes.bases import balanced_softmax_loss
+from explore.recipes.bases import logit_adjusted_loss
 from explore.recipes.neighbor_silencing import TargetsAtTest, build_ns_problem
 from explore.splits import SplitThresholds
 from explore.training.inputs import TrialInputs, head_data
@@ -71,7 +71,7 @@ def test_ns_with_lambda_one_is_balanced_softmax_on_targets_and_aux(inputs, neigh
     counts = np.array(list(COUNTS) + [50, 30, 50, 10, 45])
     logits = torch.randn(5, L + 5, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 3, L, L + 1, 8])
-    torch.testing.assert_close(plugins.loss(logits, y, 0), balanced_softmax_loss(counts)(logits, y, 0))
+    torch.testing.assert_close(plugins.loss(logits, y, 0), logit_adjusted_loss(counts)(logits, y, 0))
 
 
 def test_ns_predicts_among_targets_only():

@@ -13,7 +13,7 @@ from explore.methods.prototypes import class_means
 from explore.methods.swrm import tsne_coordinates
 from explore.recipes import get_recipe
 from explore.recipes import swrm as swrm_recipe
-from explore.recipes.bases import train_ce
+from explore.recipes.bases import BaseSpec, train_base
 from explore.splits import SplitThresholds
 from explore.training.head import fit_head
 from explore.training.inputs import DataFacts, head_data
@@ -74,7 +74,7 @@ def test_swrm_without_reweighting_or_margins_is_ce(inputs, spy_on):
     recipe = get_recipe("swrm")
     recipe.fit_head(inputs, recipe.params({"W": 3, "components": "none"}), [7])
     data = head_data(inputs)
-    ce = train_ce({"train": data.train, "val": data.val}, data.num_classes, FAST, seed=7)
+    ce = train_base(BaseSpec("ce", FAST), {"train": data.train, "val": data.val}, data.num_classes, 7)
     model = spy.calls[0]["model"]
     np.testing.assert_allclose(model.weight.detach().numpy(), ce.weight, rtol=1e-4, atol=1e-5)
 
@@ -104,7 +104,7 @@ def test_dyswrm_learns_its_similarity_vector_and_without_terms_is_ce(inputs, spy
     assert not np.allclose(s, np.random.default_rng(1).standard_normal(9), atol=1e-3)
     recipe.fit_head(inputs, recipe.params({"W": 3, "components": "none"}), [1])
     data = head_data(inputs)
-    ce = train_ce({"train": data.train, "val": data.val}, data.num_classes, FAST, seed=1)
+    ce = train_base(BaseSpec("ce", FAST), {"train": data.train, "val": data.val}, data.num_classes, 1)
     np.testing.assert_allclose(spy.calls[1]["model"].weight.detach().numpy(), ce.weight,
                                rtol=1e-4, atol=1e-5)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from explore.classifier import LinearClassifier
 from explore.store import (
     FeatureImportError,
     FeatureStore,
@@ -55,7 +56,10 @@ def test_valid_dir_with_classes_and_classifier(tmp_path):
     assert fset.train.features.dtype == np.float32 and fset.test.labels.dtype == np.int64
     with np.load(root / "classifier.npz") as z:
         np.testing.assert_array_equal(clf.weight, z["weight"].astype(np.float32))
-    assert clf.bias.shape == (3,)
+    # The one linear-classifier type of the pipeline: what the base recipes produce.
+    assert isinstance(clf, LinearClassifier) and clf.bias.shape == (3,) and clf.num_classes == 3
+    np.testing.assert_array_equal(clf.logits(fset.test.features),
+                                  fset.test.features @ clf.weight.T + clf.bias)
     # The key is a digest of the bytes: the same files elsewhere hit the same cache entry.
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
@@ -118,6 +122,9 @@ def _bad(tmp_path: Path, case: str) -> Path:
     elif case == "bias_shape":
         write_dir(root, classes=["a", "b", "c"])
         np.savez(root / "classifier.npz", weight=np.zeros((3, D)), bias=np.zeros(4))
+    elif case == "classifier_not_finite":
+        write_dir(root, classes=["a", "b", "c"])
+        np.savez(root / "classifier.npz", weight=np.full((3, D), np.nan), bias=np.zeros(3))
     elif case == "duplicate_classes":
         write_dir(root, classes=["a", "b", "a"])
     return root
@@ -135,6 +142,7 @@ def _bad(tmp_path: Path, case: str) -> Path:
         ("negative_label", r"val.npz: labels must lie in \[0, 3\), found -1"),
         ("class_without_train_samples", r"train.npz: class\(es\) \[3\] have no training samples"),
         ("gap_in_labels", r"train.npz: class\(es\) \[1\] have no training samples"),
+        ("classifier_not_finite", r"classifier.npz: classifier weight/bias contain NaN or inf"),
         ("classifier_shape", r"classifier.npz: weight must be \(C, d\) = \(3, 5\)"),
         ("bias_shape", r"bias \(3,\), got \(3, 5\) and \(4,\)"),
         ("duplicate_classes", r"duplicate class names"),
