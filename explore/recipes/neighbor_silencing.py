@@ -19,7 +19,6 @@ as in head mode.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,17 +136,16 @@ def _aux_pool(fset: FeatureSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _read_map(uri: str) -> dict[str, list[str]]:
-    from explore.store.uri import resolve
+    from explore.store import StorageError
+    from explore.store.documents import read_json
 
-    fs, path = resolve(uri)
     try:
-        with fs.open_input_file(path) as f:
-            value = json.loads(f.read_buffer(f.size()).to_pybytes())
+        value = read_json(uri, "reading the neighbor map")
     except FileNotFoundError:
         raise RecipeError(f"neighbor_map {uri} does not exist; give a JSON file or set "
                           "neighbor_map=null") from None
-    except json.JSONDecodeError as exc:
-        raise RecipeError(f"neighbor_map {uri} is not valid JSON: {exc}") from None
+    except StorageError as exc:
+        raise RecipeError(f"neighbor_map: {exc}") from None
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(a, str) for a in v) for v in value.values()
     ):

@@ -43,6 +43,7 @@ from explore.store.uri import describe_failure, join, resolve
 __all__ = [
     "FeatureImportError",
     "digest_feature_dir",
+    "import_classifier",
     "import_feature_dir",
     "imported_feature_key",
 ]
@@ -219,23 +220,8 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
             "have no training samples; drop them (relabel) or add samples"
         )
 
-    classifier = None
     clf_data = _read(fs, f"{root}/{CLASSIFIER_FILE}", join(uri, CLASSIFIER_FILE))
-    if clf_data is not None:
-        where = join(uri, CLASSIFIER_FILE)
-        arrays = _load_npz(clf_data, where, ("weight", "bias"))
-        w, b = arrays["weight"], arrays["bias"]
-        if w.shape != (num_classes, d) or b.shape != (num_classes,):
-            raise FeatureImportError(
-                f"{where}: weight must be (C, d) = ({num_classes}, {d}) and bias ({num_classes},), "
-                f"got {w.shape} and {b.shape}"
-            )
-        try:
-            classifier = LinearClassifier(w, b)
-        except ValueError as exc:
-            raise FeatureImportError(f"{where}: {exc}") from None
-        if not (np.isfinite(classifier.weight).all() and np.isfinite(classifier.bias).all()):
-            raise FeatureImportError(f"{where}: classifier weight/bias contain NaN or inf")
+    classifier = _classifier(clf_data, join(uri, CLASSIFIER_FILE), num_classes, d)
 
     aux_data = _read(fs, f"{root}/{AUX_FILE}", join(uri, AUX_FILE))
     aux_names_data = _read(fs, f"{root}/{AUX_CLASSES_FILE}", join(uri, AUX_CLASSES_FILE))
@@ -272,6 +258,34 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
     if aux_classes:
         meta["aux_classes"] = list(aux_classes)
     return FeatureSet(splits=splits, classes=classes, meta=meta), classifier
+
+
+def import_classifier(uri: str, num_classes: int, dim: int) -> LinearClassifier | None:
+    """The directory's ``classifier.npz`` alone (None when there is none), checked against
+    features of ``num_classes`` × ``dim``: what a cache hit needs, without reading the
+    feature files again."""
+    fs, root = _feature_dir(uri)
+    data = _read(fs, f"{root}/{CLASSIFIER_FILE}", join(uri, CLASSIFIER_FILE))
+    return _classifier(data, join(uri, CLASSIFIER_FILE), num_classes, dim)
+
+
+def _classifier(data: bytes | None, where: str, num_classes: int, d: int) -> LinearClassifier | None:
+    if data is None:
+        return None
+    arrays = _load_npz(data, where, ("weight", "bias"))
+    w, b = arrays["weight"], arrays["bias"]
+    if w.shape != (num_classes, d) or b.shape != (num_classes,):
+        raise FeatureImportError(
+            f"{where}: weight must be (C, d) = ({num_classes}, {d}) and bias ({num_classes},), "
+            f"got {w.shape} and {b.shape}"
+        )
+    try:
+        classifier = LinearClassifier(w, b)
+    except ValueError as exc:
+        raise FeatureImportError(f"{where}: {exc}") from None
+    if not (np.isfinite(classifier.weight).all() and np.isfinite(classifier.bias).all()):
+        raise FeatureImportError(f"{where}: classifier weight/bias contain NaN or inf")
+    return classifier
 
 
 def _class_names(data: bytes, where: str) -> tuple[str, ...]:
