@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explore import __version__
 from explore.config import SweepConfig
@@ -26,7 +26,10 @@ from explore.sweep import resume, scheduling
 from explore.sweep.context import FullTrialContext, HeadTrialContext, TrialContext
 from explore.sweep.plan import DataSummary, SweepPlan, check_mode, plan_sweep
 
-__all__ = ["SweepFailedError", "code_version", "run"]
+if TYPE_CHECKING:
+    from explore.pipeline import Prepared
+
+__all__ = ["SweepFailedError", "close", "code_version", "run", "trial_context"]
 
 log = logging.getLogger("explore")
 
@@ -119,7 +122,7 @@ def trial_context(sweep: SweepPlan, provenance: Provenance) -> TrialContext:
     return HeadTrialContext(**shared)
 
 
-def _write_reference_rows(ctx: TrialContext, prepared: Any) -> None:
+def _write_reference_rows(ctx: TrialContext, prepared: Prepared) -> None:
     """The reference model's rows, one per seed, once per sweep (a resume keeps them).
     It is a head on the CE backbone's cached features, in either mode."""
     reference = prepared.reference
