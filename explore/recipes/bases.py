@@ -37,8 +37,8 @@ from explore.methods.baselines import (
     tau_normalize,
 )
 from explore.methods.prototypes import class_means
+from explore.plugins import LossFn, Plugins, SampleFn
 from explore.training.head import HeadTrainConfig, fit_head
-from explore.training.plugins import LossFn, Plugins, SampleFn
 from explore.training.posthoc import LinearClassifier
 
 __all__ = ["BASES", "BaseDef", "BaseSpec", "NCMSettings", "NoSettings", "TauNormSettings",

@@ -43,6 +43,7 @@ from explore.methods.lfm import (
     text_distance,
     unit_text_rows,
 )
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
@@ -51,7 +52,6 @@ from explore.training.full import FullPlan, FullSetup
 from explore.training.head import HeadFit, HeadTrainConfig, fit_head, run_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit, SeedResult
-from explore.training.plugins import Plugins
 
 __all__ = ["CosineTextHead", "LFMRecipe", "LFMTrialParams", "initial_projection", "lfm_plugins"]
 

@@ -40,6 +40,7 @@ from explore.methods.neighbor_silencing import (
     select_aux_classes,
 )
 from explore.methods.prototypes import class_means
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
@@ -47,7 +48,6 @@ from explore.training.full import FullModeError, FullPlan, FullSetup
 from explore.training.head import HeadData, HeadFit, fit_head, run_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
-from explore.training.plugins import Plugins
 
 __all__ = ["NSProblem", "NSTrialParams", "NeighborSilencingRecipe", "TargetsAtTest",
            "build_ns_problem", "ns_plugins", "ns_training_split"]

@@ -40,12 +40,12 @@ from explore.methods.swrm import (
     tsne_coordinates,
     tsne_learning_rate,
 )
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.training.full import FullPlan, FullSetup, method_start
 from explore.training.head import HeadFit, fit_head, run_seeds, seeded_linear
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
-from explore.training.plugins import Plugins
 
 __all__ = ["DRW_FRACTION", "DySWRMRecipe", "DySWRMTrialParams", "SWRMRecipe", "SWRMTrialParams",
            "dyswrm_plugins", "swrm_plugins"]
@@ -186,7 +186,21 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
         margins = m.abs() if params.margin_sign == "ldam" else m
         records.update(margin_mean=float(margins.mean()), margin_max=float(margins.max()))
 
-    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(s,), records=records)
+    # What a resume needs besides s and the records: the affinity EMA, Adam's moments of s
+    # and the class order the next epoch compares with.
+    def state_dict() -> dict[str, Any]:
+        return {"affinity": state["affinity"], "order": list(state["order"]),
+                "s_optimizer": s_optimizer.state_dict() if s_optimizer is not None else None}
+
+    def load_state_dict(saved: dict[str, Any]) -> None:
+        affinity = saved["affinity"]
+        state["affinity"] = None if affinity is None else affinity.to(device)
+        state["order"] = list(saved["order"])
+        if s_optimizer is not None:
+            s_optimizer.load_state_dict(saved["s_optimizer"])
+
+    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(s,), records=records,
+                   state_dict=state_dict, load_state_dict=load_state_dict)
 
 
 def _all_reduce(*tensors: torch.Tensor) -> None:

@@ -1,6 +1,6 @@
 """The one training loop for every head trained on cached features.
 
-Methods change it only through :class:`~explore.training.plugins.Plugins` (loss, epoch
+Methods change it only through :class:`~explore.plugins.Plugins` (loss, epoch
 sampler, batch mixing, per-epoch update, extra parameters), never through a copy of the
 loop. The loop stays visible: setup → epochs → validation → best-epoch selection. Heads
 are small, so the seeds of a configuration train one after the other
@@ -19,12 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from explore.evaluation import evaluate_logits
+from explore.plugins import Plugins, cross_entropy
 from explore.training.outcome import SeedResult
-from explore.training.plugins import Plugins
 from explore.training.tensors import tensor_view
 
 __all__ = [
@@ -125,10 +124,6 @@ def reporting_epochs(hook: EpochHook) -> Iterator[None]:
         _EPOCH_HOOK.reset(token)
 
 
-def _ce(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-    return F.cross_entropy(logits, targets, reduction="none")
-
-
 def _optimizer(params: list[nn.Parameter], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -166,7 +161,7 @@ def fit_head(
     opt = _optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
                                                        eta_min=cfg.lr * cfg.min_lr_ratio)
-    loss_fn = plugins.loss or _ce
+    loss_fn = plugins.loss or cross_entropy
 
     states: dict[int, dict[str, Any]] = {}
     curve: list[float] = []

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from explore.evaluation import evaluate_logits
+from explore.plugins import Plugins
 from explore.recipes.bases import BASES, BaseSpec, TauNormSettings, train_base
 from explore.splits import SplitThresholds
 from explore.training.head import HeadTrainConfig, fit_head
-from explore.training.plugins import Plugins
 from explore.training.posthoc import LinearClassifier
 from tests.support.synthetic import feature_arrays
 
