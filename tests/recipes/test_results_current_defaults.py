@@ -3,7 +3,9 @@
 ``golden_current_defaults.json`` holds the rows the recipes gave on small synthetic
 features when it was recorded (issue 20, after the fidelity work): SWRM with the capped
 t-SNE perplexity, DySWRM with ``s_objective=confusion``, LFM with and without MMS,
-neighbor silencing with ``ratio_by=classes`` from each neighbour source, and AlphaNet.
+neighbor silencing with ``ratio_by=classes`` from each neighbour source (with the bundled
+``aux_base_count=1``, where the ratio decides how many auxiliary classes a target gets;
+with 5 every target takes the whole pool of 5), and AlphaNet.
 ``test_results_unchanged.py`` pins the older defaults; this file holds the next
 restructuring to today's. Each case names only the settings it sets; everything else is
 the recipe's default, so a changed default shows here as a changed row.
@@ -43,8 +45,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "dyswrm": ("dyswrm", {"W": 3}),
     "lfm": ("lfm", {}),
     "lfm_mms": ("lfm", {"mms": True, "alpha": 0.5, "tau": 0.25}),
-    "ns_text": ("neighbor_silencing", {}),
-    "ns_prototype": ("neighbor_silencing", {"lambda_s": 0.3, "neighbor_source": "prototype"}),
+    "ns_text": ("neighbor_silencing", {"aux_base_count": 1}),
+    "ns_prototype": ("neighbor_silencing", {"lambda_s": 0.3, "neighbor_source": "prototype",
+                                            "aux_base_count": 1}),
     "ns_map": ("neighbor_silencing", {"neighbor_map": "<map>"}),
 }
 
