@@ -32,7 +32,7 @@ def list_spaces(spaces_dir: Path = SPACES_DIR) -> list[str]:
     return sorted(p.stem for p in spaces_dir.glob("*.yaml") if not p.stem.startswith("_"))
 
 
-SWITCHES = ("dry_run", "verbose")
+SWITCHES = ("dry_run", "verbose", "resume_force_unlock")
 """Top-level flags of one command, not of the sweep: accepted whether or not a space's
 YAML declares them, never stored with the sweep."""
 
@@ -287,7 +287,7 @@ def _count(name: str, value: Any, minimum: int) -> int:
 
 TOP_LEVEL = ("storage_uri", "features", "resume", "mode", "num_samples", "repeats", "seed",
              "splits", "search", "runner", "head", "dataset", "backbone", "base", "method",
-             "space", "dry_run", "verbose")
+             "space", "dry_run", "verbose", "resume_force_unlock")
 """Every key a composed config may hold; anything else (e.g. ``+num_sample=3``) is a typo."""
 
 
@@ -320,6 +320,8 @@ class SweepConfig:
     """Check everything, print what would run and what is cached, train and write nothing."""
     verbose: bool = False
     """Show Ray's, Tune's and Optuna's own output (banners, hints, worker logs)."""
+    resume_force_unlock: bool = False
+    """Break the sweep's ``resume.lock`` whatever its state (its owner is known gone)."""
 
     def __post_init__(self) -> None:
         for name in SWITCHES:
@@ -408,6 +410,7 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
         space=space,
         dry_run=raw.get("dry_run", False),
         verbose=raw.get("verbose", False),
+        resume_force_unlock=raw.get("resume_force_unlock", False),
     )
 
 

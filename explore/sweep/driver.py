@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 from omegaconf import OmegaConf
 
 from explore import __version__
-from explore.config import ConfigError, KnobSpace, SweepConfig, sweep_config
+from explore.config import SWITCHES, ConfigError, KnobSpace, SweepConfig, sweep_config
 from explore.recipes import Recipe, RecipeError, get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
@@ -170,7 +170,7 @@ def _load_config(layout: SweepLayout) -> dict[str, Any]:
         raise storage.describe_failure(exc, layout.config, "reading the sweep config") from None
 
 
-_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri", "dry_run", "verbose")
+_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri", *SWITCHES)
 
 
 def _resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any],
@@ -207,7 +207,8 @@ def _resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any
                                              if k not in ("space_name", "sweep_id", "overrides")}),
                            stored_space)
     # This command's switches, not the stored run's.
-    resumed = dataclasses.replace(resumed, dry_run=cfg.dry_run, verbose=cfg.verbose)
+    resumed = dataclasses.replace(resumed, dry_run=cfg.dry_run, verbose=cfg.verbose,
+                                  resume_force_unlock=cfg.resume_force_unlock)
     return resumed, raw
 
 
@@ -226,7 +227,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.sweep.trial import TrialContext
 
     overrides = list(overrides or [])
-    raw = {k: v for k, v in raw.items() if k not in ("dry_run", "verbose")}  # not the sweep's
+    raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
     layout, resuming = _sweep_location(cfg)
     store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
     lock = None
@@ -238,7 +239,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
         from explore.sweep.study import SweepLock
 
         lock = SweepLock(layout)
-        lock.acquire()
+        lock.acquire(force=cfg.resume_force_unlock)
     recipe = get_recipe(cfg.method)
     if cfg.mode == "full":
         _check_full_mode(cfg, recipe)
