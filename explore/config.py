@@ -285,6 +285,9 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed every consumer takes (scikit-learn's t-SNE ``random_state``)."""
+
 TOP_LEVEL = ("storage_uri", "features", "resume", "mode", "num_samples", "repeats", "seed",
              "splits", "search", "runner", "head", "dataset", "backbone", "base", "method",
              "space", "dry_run", "verbose", "resume_force_unlock")
@@ -331,6 +334,10 @@ class SweepConfig:
         _count("repeats", self.repeats, 1)
         _count("seed", self.seed, 0)
         _choice("mode", self.mode, ("head", "full"))
+        if self.seeds[-1] > MAX_SEED:
+            raise ConfigError(
+                f"seed={self.seed} repeats={self.repeats}: the seeds run to {self.seeds[-1]}, past "
+                f"{MAX_SEED} (2**32 - 1), the largest seed numpy and scikit-learn accept; lower seed")
 
     @property
     def seeds(self) -> list[int]:
@@ -383,6 +390,13 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
     try:
         recipe = get_recipe(method_name)
         recipe.params(method)  # every method setting checked now
+        fields = {f.name for f in dataclasses.fields(recipe.params_type)}
+        for name, knob in space.items():  # both ends of every knob, as far as no data decides
+            for value in knob.bounds() if name in fields else ():
+                try:
+                    recipe.params({**method, name: value})
+                except ValueError as exc:
+                    raise ConfigError(f"space.{name}={value!r}: {exc}") from None
         base = BaseSpec.from_mapping(dict(raw["base"]), head)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
