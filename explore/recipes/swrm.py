@@ -1,8 +1,9 @@
 """SWRM and DySWRM recipes (maths: :mod:`explore.methods.swrm`; docs/methods.md#swrm--dyswrm).
 
 SWRM: a classifier trained with the fixed SWR weights and SWM margins of eq. (4). The
-similarity coordinates are the 1-D t-SNE projection of the class prototypes, seeded with
-each repeat's seed (so the window order varies with the seed as between the paper's runs).
+similarity coordinates are the 1-D t-SNE projection of the class prototypes, given each
+repeat's seed; with t-SNE's PCA start they come out the same for every seed, so every
+repeat trains with the same window order (docs/methods.md#swrm-similarity-coordinates).
 The paper takes the prototypes from a CE-trained model; the cached features *are* the
 CE-trained backbone's, so the prototypes are the class means of the training features, in
 both modes.
@@ -82,7 +83,7 @@ class DySWRMTrialParams(DySWRMParams, _Deferral):
     """DySWRM's knobs, the t-SNE settings of its warm start and its full-mode deferral."""
 
     tsne_perplexity: float = 30.0
-    """Perplexity of the t-SNE warm start (``init="tsne"`` only); clamped to C − 1."""
+    """Perplexity of the t-SNE warm start (``init="tsne"`` only); capped at (C − 1)/3."""
     tsne_learning_rate: float | None = None
     """t-SNE learning rate of the warm start; None = ``tsne_learning_rate(C)``."""
 
