@@ -222,7 +222,8 @@ class LFMRecipe(Recipe[LFMTrialParams]):
     """The paper's control: the same cosine classifier, plain CE, no mixup."""
 
     def reference_params(self, params: LFMTrialParams) -> LFMTrialParams:
-        return dataclasses.replace(params, mixup=False)
+        # Plain CE also when the sweep uses MMS: LFM + CE and LFM + MMS share one control.
+        return dataclasses.replace(params, mixup=False, mms=False)
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
         _check_counts(facts.counts, params)
