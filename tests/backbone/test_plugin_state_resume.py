@@ -4,6 +4,10 @@ restores it, and refuses a checkpoint that lacks it."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +88,46 @@ def test_resume_without_the_plugin_state_changes_the_run_so_it_is_refused():
 def test_plugins_need_both_state_functions():
     with pytest.raises(ValueError, match="both"):
         Plugins(state_dict=dict)
+
+
+def _dyswrm_killed_once(flag: str) -> Plugins:
+    """DySWRM whose worker dies once, after epoch 1's checkpoint (the flag file says it did)."""
+    plugins = make_plugins()
+    inner = plugins.on_epoch_end
+    assert inner is not None
+
+    def on_epoch_end(epoch: int, model: torch.nn.Module, stats: dict[str, float]) -> None:
+        inner(epoch, model, stats)
+        if epoch == 2 and not os.path.exists(flag):
+            open(flag, "w").close()
+            raise RuntimeError("worker lost after epoch 1")
+
+    return dataclasses.replace(plugins, on_epoch_end=on_epoch_end)
+
+
+@pytest.mark.ray
+def test_a_ray_train_job_killed_after_an_epoch_resumes_to_the_uninterrupted_result(
+        ray_cluster, tmp_path):
+    """The real full-mode path: checkpoints written by Ray Train, the failed job rerun under
+    its name resumes from the last one; weights and DySWRM's records equal a run that was
+    never interrupted (the same loop in this process, as one Train worker runs it)."""
+    from explore.backbone import ModelSpec
+    from explore.backbone.ray_job import run_backbone_job
+
+    spec = ModelSpec("small_cnn", num_classes=C)
+    train = four_classes(96, 0)
+    torch.manual_seed(CFG.seed)  # as a Train worker builds its model
+    uninterrupted, plugins = spec.build(), make_plugins()
+    train_backbone(uninterrupted, train, None, CFG, plugins)
+    whole = uninterrupted.state_dict()
+    flag = str(tmp_path / "killed")
+    killed_once = functools.partial(_dyswrm_killed_once, flag)
+    with pytest.raises(Exception, match="worker lost after epoch 1"):
+        run_backbone_job(spec, train, None, CFG, killed_once, str(tmp_path), run_name="resumed")
+    assert os.path.exists(flag)
+    resumed, metrics = run_backbone_job(spec, train, None, CFG, killed_once, str(tmp_path),
+                                        run_name="resumed")
+    assert metrics["epoch"] == CFG.epochs - 1
+    assert metrics["plugin_records"] == plugins.records
+    assert metrics["plugin_records"]["order_changes"] >= 1  # s really moved
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
