@@ -35,10 +35,12 @@ from explore.methods.neighbor_silencing import (
     drop_aux_logits,
     epoch_indices,
     find_neighbors,
+    fitting_base_count,
     neighbor_matrix,
     select_aux_classes,
 )
 from explore.methods.prototypes import class_means
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
@@ -46,7 +48,6 @@ from explore.training.full import FullModeError, FullPlan, FullSetup
 from explore.training.head import HeadData, HeadFit, fit_head, run_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
-from explore.training.plugins import Plugins
 
 __all__ = ["NSProblem", "NSTrialParams", "NeighborSilencingRecipe", "TargetsAtTest",
            "build_ns_problem", "ns_plugins", "ns_training_split"]
@@ -170,7 +171,7 @@ def _neighbors_from_map(uri: str, targets: tuple[str, ...],
 
 def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tuple[str, ...],
                              aux: tuple[np.ndarray, np.ndarray, list[str]],
-                             ) -> tuple[list[list[int]], str]:
+                             ) -> tuple[list[list[int]], str, int]:
     from explore.text_encoder import class_text_features
 
     aux_x, aux_y, aux_names = aux
@@ -178,9 +179,12 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
     in_split = {s: data.split_of_class == s.value for s in Split}
     totals = ({s: int(mask.sum()) for s, mask in in_split.items()} if params.ratio_by == "classes"
               else {s: int(data.counts[mask].sum()) for s, mask in in_split.items()})
-    per_target = aux_per_target_counts(list(data.split_of_class), totals[Split.MANY],
-                                       totals[Split.MEDIUM], totals[Split.FEW],
-                                       params.aux_base_count, params.max_aux_per_target)
+    splits = (list(data.split_of_class), totals[Split.MANY], totals[Split.MEDIUM],
+              totals[Split.FEW])
+    base = params.aux_base_count
+    if base is None:  # resolved from the pool: see fitting_base_count
+        base = fitting_base_count(int(aux_per_target_counts(*splits, 1).max()), len(present))
+    per_target = aux_per_target_counts(*splits, base, params.max_aux_per_target)
     per_target = np.minimum(per_target, len(present))
     if params.neighbor_source == "text":
         target_emb, encoder = class_text_features(targets)
@@ -193,7 +197,7 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
                               len(present))
         source = "prototype"
     found = find_neighbors(target_emb, aux_emb, per_target.tolist())
-    return [[int(present[a]) for a in row] for row in found], source
+    return [[int(present[a]) for a in row] for row in found], source, base
 
 
 def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) -> NSProblem:
@@ -201,11 +205,12 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
     aux = _aux_pool(fset)
     aux_x, aux_y, aux_names = aux
     targets = tuple(fset.classes)
+    base: int | None = None
     if params.neighbor_map is not None:
         neighbors = _neighbors_from_map(params.neighbor_map, targets, aux_names)
         source = f"map:{params.neighbor_map}"
     else:
-        neighbors, source = _neighbors_by_similarity(params, data, targets, aux)
+        neighbors, source, base = _neighbors_by_similarity(params, data, targets, aux)
     pool_ids, parents = select_aux_classes(neighbors)
     aux_counts = np.bincount(aux_y, minlength=len(aux_names))
     empty = [aux_names[a] for a in pool_ids if aux_counts[a] == 0]
@@ -219,7 +224,7 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
     y = np.concatenate([np.asarray(data.train[1], np.int64), relabel[aux_y[keep]]])
     counts = np.concatenate([data.counts, np.minimum(aux_counts[pool_ids], params.aux_per_class_cap)])
     resolved = {"neighbor_source": source, "aux_classes": [aux_names[a] for a in pool_ids],
-                "aux_per_target": [len(n) for n in neighbors],
+                "aux_per_target": [len(n) for n in neighbors], "aux_base_count": base,
                 "aux_parents": [[targets[t] for t in p] for p in parents]}
     return NSProblem(x, y, L, counts, neighbor_matrix(L, parents),
                      tuple(aux_names[a] for a in pool_ids), resolved)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from explore import __version__
-from explore.config import SweepConfig
+from explore.config import SWITCHES, SweepConfig
 from explore.recipes import get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
@@ -59,7 +59,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.sweep.tuning import SweepInterruptedError, run_trials
 
     overrides = list(overrides or [])
-    raw = {k: v for k, v in raw.items() if k not in ("dry_run", "verbose")}  # not the sweep's
+    raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
     layout, resuming = resume.locate(cfg)
     store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
     stored: dict[str, Any] = {}
@@ -74,7 +74,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             tuple(found.steps))).render(), flush=True)
         return layout.results
     check_mode(cfg, recipe)  # before Ray starts
-    with resume.locked(layout, resuming):
+    with resume.locked(layout, resuming, force=cfg.resume_force_unlock):
         init_ray(cfg.verbose)
         prepared = prepare(cfg, recipe, store)
         reference = prepared.reference
