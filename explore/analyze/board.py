@@ -127,7 +127,9 @@ def load_board_data(uri: str) -> BoardData:
     uri = uri.rstrip("/")
     board = read_json(storage.join(uri, "board.json"), "reading the board")
     root = board["storage_uri"]
-    outcomes, tuning, final = {}, {}, {}
+    outcomes: dict[str, dict[str, Any]] = {}
+    tuning: dict[str, pd.DataFrame] = {}
+    final: dict[str, pd.DataFrame] = {}
     for entry in board["entries"]:
         name = entry["name"]
         try:
@@ -276,9 +278,8 @@ def _cells(row: BoardRow) -> list[str]:
     label = row.entry if row.entry == row.method else f"{row.entry} ({row.method})"
     knobs = ", ".join(f"{k}={_knob(v)}" for k, v in row.knobs.items()) or "–"
     tuning = f"{row.used}/{row.given} × {row.tuning_seeds}, {row.tuning_seconds:.0f}"
-    if row.status not in ("base", "ok"):
-        return [label, knobs if row.knobs else "–", f"{row.status}: {row.reason}", "", "", "",
-                "", "", "–", tuning]
+    if row.status not in ("base", "ok"):  # the reason goes below the table
+        return [label, knobs, row.status, "", "", "", "", "", "–", tuning]
     means = [fmt_points(m) + ("" if math.isnan(h) else f" ± {h:.2f}")
              for m, h in (row.means[s] for s, _ in SPLITS)]
     deltas = ([row.deltas[s].interval() if row.deltas[s].n > 1 else row.deltas[s].text()
@@ -299,11 +300,17 @@ def _caption(board: dict[str, Any]) -> str:
             f"difference against {board['base']} on the same seeds, with its 95% interval.")
 
 
+def _notes(rows: list[BoardRow]) -> list[str]:
+    """Why an entry has no numbers."""
+    return [f"{r.entry}: {r.status}: {r.reason}" for r in rows if r.status not in ("base", "ok")]
+
+
 def markdown(data: BoardData, rows: list[BoardRow]) -> str:
     lines = [_caption(data.board), "", "| " + " | ".join(HEADER) + " |",
              "|" + "|".join("---" for _ in HEADER) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    notes = _notes(rows)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
 
 
 def text_table(data: BoardData, rows: list[BoardRow]) -> str:
@@ -315,7 +322,8 @@ def text_table(data: BoardData, rows: list[BoardRow]) -> str:
         out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    notes = _notes(rows)
+    return "\n".join(out + ([""] + notes if notes else []))
 
 
 def html_page(data: BoardData, rows: list[BoardRow]) -> str:
@@ -326,6 +334,7 @@ def html_page(data: BoardData, rows: list[BoardRow]) -> str:
             f"{html.escape(data.board['name'])}</title><style>table{{border-collapse:collapse}}"
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}</style></head><body>"
             f"<p>{html.escape(_caption(data.board))}</p><table><tr>{head}</tr>\n{body}</table>"
+            + "".join(f"<p>{html.escape(n)}</p>" for n in _notes(rows)) +
             "<p><img src='pareto.png' alt='few against overall'></p></body></html>\n")
 
 

@@ -127,11 +127,9 @@ def board_config(name: str, raw: dict[str, Any], forwarded: list[str]) -> BoardC
     base = str(raw.get("base"))
     if base not in names:
         raise ConfigError(f"board {name}: base {base!r} must be one of its entries")
-    seed, final_seeds, final_seed = raw.get("seed", 0), raw.get("final_seeds"), raw.get("final_seed")
-    for key, value, low in (("seed", seed, 0), ("final_seeds", final_seeds, 1),
-                            ("final_seed", final_seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"board {name}: {key}={value!r} must be an integer >= {low}")
+    seed = _integer(name, "seed", raw.get("seed", 0), 0)
+    final_seeds = _integer(name, "final_seeds", raw.get("final_seeds"), 1)
+    final_seed = _integer(name, "final_seed", raw.get("final_seed"), 0)
     board_overrides = [str(o) for o in raw.get("overrides") or ()]
     entries = []
     for entry in names:
@@ -159,6 +157,12 @@ def board_config(name: str, raw: dict[str, Any], forwarded: list[str]) -> BoardC
     resume = raw.get("resume")
     return BoardConfig(name, base, tuple(entries), seed, final_seeds, final_seed,
                        None if resume is None else str(resume), tuple(forwarded))
+
+
+def _integer(board: str, key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"board {board}: {key}={value!r} must be an integer >= {low}")
+    return value
 
 
 def _key(override: str) -> str:

@@ -174,8 +174,8 @@ def _tune(entry: Entry, sweep_id: str, board_id: str) -> dict[str, Any]:
         return {"status": CANNOT_RUN, "reason": reason}
     except SweepFailedError:
         rows = read_rows([layout.results]).rows
-        errors = rows["error"].dropna() if "error" in rows else []
-        reason = f"every tuning trial failed: {errors.iloc[0] if len(errors) else 'see its rows'}"
+        errors = [str(e) for e in rows.get("error", []) if isinstance(e, str)]
+        reason = f"every tuning trial failed: {errors[0] if errors else 'see its rows'}"
         log.warning("board: %s cannot run: %s", entry.name, reason)
         return {"status": CANNOT_RUN, "reason": reason}
     rows = read_rows([layout.results]).rows
