@@ -159,6 +159,7 @@ class BoardRow:
     """base | ok | cannot run | not finished"""
     reason: str = ""
     knobs: dict[str, Any] = field(default_factory=dict)
+    """The chosen configuration's swept knobs (the method's other settings are its YAML's)."""
     seeds: tuple[int, ...] = ()
     means: dict[str, tuple[float, float]] = field(default_factory=dict)
     """split → (mean, half-width of the 95% t interval), points, over the fresh seeds."""
@@ -215,9 +216,11 @@ def board_rows(data: BoardData) -> list[BoardRow]:
             out.append(BoardRow(name, method, CANNOT_RUN, outcome["reason"], **accounting))
             continue
         final = _by_seed(data.final.get(name))
+        swept = outcome.get("swept", list(outcome["knobs"]))
+        knobs = {k: v for k, v in outcome["knobs"].items() if k in swept}
         if final.empty:
             out.append(BoardRow(name, method, "not finished", "no fresh-seed rows yet",
-                                knobs=outcome["knobs"], **accounting))
+                                knobs=knobs, **accounting))
             continue
         means = {split: _mean_interval(final[col].to_numpy()) for split, col in SPLITS}
         deltas = {}
@@ -227,7 +230,7 @@ def board_rows(data: BoardData) -> list[BoardRow]:
                 deltas[split] = paired_interval(final.loc[paired, col].to_numpy(float),
                                                 base_final.loc[paired, col].to_numpy(float))
         out.append(BoardRow(name, method, "base" if name == base else "ok",
-                            knobs=outcome["knobs"], seeds=tuple(int(s) for s in final.index),
+                            knobs=knobs, seeds=tuple(int(s) for s in final.index),
                             means=means, deltas=deltas, **accounting))
     return _ordered(out, board["objective"], float(board["tolerance"]))
 

@@ -183,9 +183,11 @@ def _tune(entry: Entry, sweep_id: str, board_id: str) -> dict[str, Any]:
     if choice is None:
         return {"status": CANNOT_RUN, "reason": "no tuning trial finished"}
     log.info("board: %s chose %s on validation (overall %.2f, few %.2f)", entry.name,
-             choice.knobs or "its one configuration", 100 * choice.val_overall,
+             {k: v for k, v in choice.knobs.items() if k in cfg.space} or "its one configuration",
+             100 * choice.val_overall,
              100 * choice.val_few)
-    return {"status": "ok", "trial_id": choice.trial_id, "knobs": choice.knobs,
+    swept = [name for name, knob in cfg.space.items() if knob.type != "fixed"]
+    return {"status": "ok", "trial_id": choice.trial_id, "knobs": choice.knobs, "swept": swept,
             "val_overall": choice.val_overall, "val_few": choice.val_few, "note": choice.note}
 
 
