@@ -246,12 +246,24 @@ def _final(board: BoardConfig, doc: dict[str, Any], outcomes: dict[str, dict[str
                 max_retries=cfg.runner.max_failures)
             ref = task.remote(ctx, outcomes[entry.name]["knobs"], _final_trial(seed))
             pending[ref] = (layout, _final_trial(seed))
+            _record_ended(pending, bar, timeout=0)  # runs that ended while this one prepared
         bar.note("training")
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            layout, trial_id = pending.pop(ready[0])
-            writer.write_rows(layout, SweepLayout.trial_name(trial_id), ray.get(ready[0]))
-            bar.update()
+            _record_ended(pending, bar, timeout=None)
+
+
+def _record_ended(pending: dict[Any, tuple[SweepLayout, str]], bar: Any,
+                  timeout: float | None) -> None:
+    """Write the rows of the final runs that have ended (waiting for one unless
+    ``timeout=0``)."""
+    import ray
+
+    ready, _ = ray.wait(list(pending), num_returns=1 if timeout is None else len(pending),
+                        timeout=timeout)
+    for ref in ready:
+        layout, trial_id = pending.pop(ref)
+        writer.write_rows(layout, SweepLayout.trial_name(trial_id), ray.get(ref))
+        bar.update()
 
 
 def _final_trial(seed: int) -> str:
