@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -175,8 +176,10 @@ class FeatureStore:
         fset = local._get_or_build(copy_key, lambda: self._shards.read(key), read_back=True)
         for old in local._storage.list_dirs(local._storage.path("features")):
             name = os.path.basename(old)
-            if name.startswith(f"{key}-") and name != copy_key:  # an older copy of the key
-                local.delete(name)
+            # An older copy of the key, unless someone builds it right now (its lock).
+            if (name.startswith(f"{key}-") and name != copy_key
+                    and not os.path.exists(os.path.join(old, LOCK))):
+                shutil.rmtree(old, ignore_errors=True)  # mapped files stay valid until unmapped
         return fset
 
     # ----------------------------------------------------------- shard by shard
