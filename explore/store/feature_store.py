@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from explore.store._io import Storage
 from explore.store._locks import BuildLock, HeldLock, LockPolicy
@@ -174,6 +175,9 @@ class FeatureStore:
             wait_timeout_s=self.wait_timeout_s, check=False, node_cache=False,
         )
         fset = local._get_or_build(copy_key, lambda: self._shards.read(key), read_back=True)
+        # The fetch and the write went through Arrow's allocator, which keeps freed memory for
+        # reuse: hand it back, or the process that made the copy holds a second one.
+        pa.default_memory_pool().release_unused()
         for old in local._storage.list_dirs(local._storage.path("features")):
             name = os.path.basename(old)
             # An older copy of the key, unless someone builds it right now (its lock).
