@@ -9,7 +9,6 @@ import numpy as np
 
 from explore.store import FeatureStore
 
-
 WARM_UP_KEY = "warm-up"
 """A tiny entry every trial reads first: the read path's libraries are then loaded (and
 their memory counted) before the measurement starts."""
