@@ -174,10 +174,20 @@ class FeatureStore:
             lock_stale_after_s=self.lock_stale_after_s, poll_s=self.poll_s,
             wait_timeout_s=self.wait_timeout_s, check=False, node_cache=False,
         )
-        fset = local._get_or_build(copy_key, lambda: self._shards.read(key), read_back=True)
-        # The fetch and the write went through Arrow's allocator, which keeps freed memory for
-        # reuse: hand it back, or the process that made the copy holds a second one.
-        pa.default_memory_pool().release_unused()
+
+        def fetch() -> ShardedEntry:
+            # Split by split, each written straight to its file: the process making the copy
+            # holds at most one split's fetched shards (and their concatenation) at a time.
+            shards = {}
+            for name in manifest["splits"]:
+                part = self._shards.read_split(key, manifest, name)
+                shards[name] = [local._shards.write_shard(copy_key, name, 0, part)] if len(part) else []
+                del part
+                # Arrow's allocator keeps freed memory for reuse: hand it back now.
+                pa.default_memory_pool().release_unused()
+            return ShardedEntry(int(manifest["d"]), tuple(manifest["classes"]), manifest["meta"], shards)
+
+        fset = local._get_or_build(copy_key, fetch, read_back=True, clear=False)
         for old in local._storage.list_dirs(local._storage.path("features")):
             name = os.path.basename(old)
             # An older copy of the key, unless someone builds it right now (its lock).

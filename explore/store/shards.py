@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +70,8 @@ def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
-    """One split chunk as an Arrow IPC file tagged with its key and split."""
+def _write_ipc(sink: Any, key: str, split: str, part: FeatureSplit) -> None:
+    """One split chunk as an Arrow IPC file tagged with its key and split, into ``sink``."""
     # Zero-copy: the flat float32 buffer becomes the FixedSizeList's child array.
     values = pa.array(part.features.reshape(-1), type=pa.float32())
     table = pa.Table.from_arrays(
@@ -83,9 +84,14 @@ def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
             metadata={META_KEY: key.encode(), META_SPLIT: split.encode()},
         ),
     )
-    sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+
+
+def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
+    """One split chunk as an Arrow IPC file in memory."""
+    sink = pa.BufferOutputStream()
+    _write_ipc(sink, key, split, part)
     return sink.getvalue()
 
 
@@ -192,10 +198,19 @@ class Shards:
         writer killed midway leaves no shard that looks finished."""
         entry, name = self.entry(key), shard_name(check_name(split, "split name"), index)
         self.storage.mkdir(entry)
-        data = _shard_bytes(key, split, part)
-        record = _record(name, len(part), data)
-        self.storage.write_bytes(f"{entry}/{name}", data, atomic=True)
-        self.storage.write_bytes(f"{entry}/{name}{DONE}", json.dumps(record).encode(), atomic=True)
+        path = f"{entry}/{name}"
+        if self.storage.is_s3:
+            data = _shard_bytes(key, split, part)
+            record = _record(name, len(part), data)
+            self.storage.write_bytes(path, data, atomic=True)
+        else:  # straight to the file, not through a second copy in memory
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.storage.errors("writing", path):
+                with pa.OSFile(tmp, "wb") as sink:
+                    _write_ipc(sink, key, split, part)
+                record = _record(name, len(part), self.storage.read_bytes(tmp))
+                os.replace(tmp, path)
+        self.storage.write_bytes(f"{path}{DONE}", json.dumps(record).encode(), atomic=True)
         return record
 
     def finished_shard(self, key: str, split: str, index: int, rows: int,
@@ -273,24 +288,26 @@ class Shards:
     def read(self, key: str) -> FeatureSet:
         """The features under ``key``, every shard verified against the manifest."""
         manifest = self.manifest(key)
-        entry, d = self.entry(key), int(manifest["d"])
-        splits = {}
-        for name, info in manifest["splits"].items():
-            parts = [self._read_shard(key, name, d, entry, s) for s in info["shards"]]
-            if not parts:
-                x, y = np.empty((0, d), np.float32), np.empty(0, np.int64)
-            elif len(parts) == 1:
-                x, y = parts[0]
-            else:
-                x = np.concatenate([p[0] for p in parts])
-                y = np.concatenate([p[1] for p in parts])
-            if len(y) != info["rows"]:
-                raise CorruptShardError(
-                    f"split {name} of {self.storage.uri_of(entry)} has {len(y)} rows, "
-                    f"manifest says {info['rows']}"
-                )
-            splits[name] = FeatureSplit(x, y)
+        splits = {name: self.read_split(key, manifest, name) for name in manifest["splits"]}
         return FeatureSet(splits=splits, classes=tuple(manifest["classes"]), meta=manifest["meta"])
+
+    def read_split(self, key: str, manifest: dict[str, Any], name: str) -> FeatureSplit:
+        """Split ``name`` of ``key`` (whose ``manifest`` the caller read), shards verified."""
+        entry, d, info = self.entry(key), int(manifest["d"]), manifest["splits"][name]
+        parts = [self._read_shard(key, name, d, entry, s) for s in info["shards"]]
+        if not parts:
+            x, y = np.empty((0, d), np.float32), np.empty(0, np.int64)
+        elif len(parts) == 1:
+            x, y = parts[0]
+        else:
+            x = np.concatenate([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+        if len(y) != info["rows"]:
+            raise CorruptShardError(
+                f"split {name} of {self.storage.uri_of(entry)} has {len(y)} rows, "
+                f"manifest says {info['rows']}"
+            )
+        return FeatureSplit(x, y)
 
     def clear(self, key: str) -> None:
         """Delete ``key``'s entry, manifest first (so it turns invisible at once), keeping the
