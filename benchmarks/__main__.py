@@ -66,7 +66,7 @@ class Mode:
     """Node memory: ImageNet-LT's profile with this many classes (250: a quarter of its rows)."""
     nodemem_shard_rows: int = 16_384
     """… and shards scaled like the rows (65,536 / 4), so its train split spans 2 shards too."""
-    extraction_scale: int = 20
+    extraction_scale: int = 40
     """Extraction: ImageNet-LT's split sizes and shard size divided by this."""
     extraction_rounds: int = 2
 
