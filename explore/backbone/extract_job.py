@@ -200,7 +200,9 @@ def _run_on_ray(job: _Job, ranges: list[ExtractRange], splits: Mapping[str, Imag
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 records[running.pop(ref)] = ray.get(ref)
-            done = int(ray.get(tally.done.remote()))
+            # A finished range counts whole: its last reports may reach the tally later.
+            most = ray.get(tally.most_done.remote())
+            done = sum(rng.rows if rng in records else most.get(i, 0) for i, rng in enumerate(ranges))
             if done > shown:
                 progress(done - shown)
                 shown = done
@@ -231,5 +233,5 @@ class _Tally:
     def report(self, range_id: int, images: int) -> None:
         self.most[range_id] = max(self.most.get(range_id, 0), images)
 
-    def done(self) -> int:
-        return sum(self.most.values())
+    def most_done(self) -> dict[int, int]:
+        return self.most
