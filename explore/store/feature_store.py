@@ -44,7 +44,7 @@ import pyarrow as pa
 from explore.store._io import Storage
 from explore.store._locks import BuildLock, HeldLock, LockPolicy
 from explore.store.artifacts import Artifacts
-from explore.store.errors import CorruptShardError, EntryNotFoundError
+from explore.store.errors import CorruptShardError, EntryNotFoundError, StoragePermanentError
 from explore.store.feature_set import FeatureSet
 from explore.store.keys import canonical_json, check_name
 from explore.store.shards import LOCK, MANIFEST, ShardedEntry, Shards
@@ -162,7 +162,11 @@ class FeatureStore:
         manifest = self._shards.manifest(key)
         if not self.is_s3 and all(len(s["shards"]) <= 1 for s in manifest["splits"].values()):
             return self._shards.read(key)
-        return self._node_copy(node_dir, key, manifest)
+        try:
+            return self._node_copy(node_dir, key, manifest)
+        except StoragePermanentError as exc:  # node-local disk full or not writable
+            log.warning("reading features %s without a node-local copy: %s", key, exc)
+            return self._shards.read(key)
 
     def _node_copy(self, node_dir: str, key: str, manifest: dict[str, Any]) -> FeatureSet:
         # Keyed by the manifest's content too: an entry rebuilt under the same key (after

@@ -101,3 +101,4 @@ def test_local_entries_are_copied_only_when_a_split_has_several_shards(tmp_path)
     assert mapped is not None and mapped[0].startswith(str(node))
     off = FeatureStore(str(tmp_path / "many"), max_rows_per_shard=10, node_cache=False)
     assert _mapped_files(off.read("multi").train.features.__array_interface__["data"][0]) is None
+
