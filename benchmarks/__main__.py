@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks [--quick] [--only NAME ...]`` from the repository root.
+"""Command line: ``python -m benchmarks [--quick] [--only NAME ...] [--device cuda|cpu] [--json PATH]``
+from the repository root.
 
 Run it inside the loopback namespace so that the S3 part may start its moto server:
 ``bash .ci/loopback .venv/bin/python -m benchmarks``. Outside it, the S3 part is skipped.
@@ -7,6 +8,7 @@ Run it inside the loopback namespace so that the S3 part may start its moto serv
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -18,7 +20,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from benchmarks._timing import Figure, load_average
+from benchmarks.extraction import bench_extraction
+from benchmarks.gpu import bench_gpu
 from benchmarks.heads import bench_heads
+from benchmarks.node_memory import bench_node_memory_local, bench_node_memory_s3
 from benchmarks.overhead import bench_overhead
 from benchmarks.recompute import bench_recompute
 from benchmarks.repeats import bench_repeats
@@ -27,7 +32,7 @@ from benchmarks.store import bench_store_local, bench_store_s3, loopback_only, s
 from benchmarks.synthetic import IMAGENET_LT, LongTailSize, Problem
 from explore.methods.alphanet import AlphaNetParams
 
-NAMES = ("repeats", "recompute", "overhead", "store", "scale", "heads")
+NAMES = ("repeats", "recompute", "overhead", "store", "scale", "heads", "nodemem", "extraction", "gpu")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,13 @@ class Mode:
     """Auxiliary classes in neighbor silencing's synthetic pool (60 samples each)."""
     heads_batch_seeds: int = 4
     """Seeds in the batched-vs-sequential comparison of the heads' matrix products."""
+    nodemem_classes: int = 250
+    """Node memory: ImageNet-LT's profile with this many classes (250: a quarter of its rows)."""
+    nodemem_shard_rows: int = 16_384
+    """… and shards scaled like the rows (65,536 / 4), so its train split spans 2 shards too."""
+    extraction_scale: int = 40
+    """Extraction: ImageNet-LT's split sizes and shard size divided by this."""
+    extraction_rounds: int = 2
 
 
 FULL = Mode("full", IMAGENET_LT, replace(IMAGENET_LT, d=256), epochs=25, repeats_runs=2, recompute_seeds=2,
@@ -64,7 +76,8 @@ FULL = Mode("full", IMAGENET_LT, replace(IMAGENET_LT, d=256), epochs=25, repeats
 QUICK = Mode("quick", replace(IMAGENET_LT, d=256).scaled(200), None, epochs=10, repeats_runs=5,
              recompute_seeds=2, recompute_runs=2, store_mb=50, store_runs=5, scale_classes=(100, 200),
              scale_ks=(2, 5), overhead_trials=4, overhead_trial_seconds=3.0, overhead_placements=("in_trial",),
-             heads_epochs=2, heads_seeds=3, heads_aux=100, heads_batch_seeds=2)
+             heads_epochs=2, heads_seeds=3, heads_aux=100, heads_batch_seeds=2, nodemem_classes=60,
+             nodemem_shard_rows=4096, extraction_scale=200, extraction_rounds=1)
 
 
 def _describe(size: LongTailSize) -> str:
@@ -75,8 +88,10 @@ def _print(line: str) -> None:
     print(line, flush=True)  # progress shows even when stdout is a file
 
 
-def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print) -> list[Figure]:
-    """Run the selected benchmarks of ``mode``; print and return their figures."""
+def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print,
+        device: torch.device | None = None) -> list[Figure]:
+    """Run the selected benchmarks of ``mode`` (``gpu`` on ``device``: CUDA where there is
+    one); print and return their figures."""
     figures: list[Figure] = []
 
     def report(title: str, figs: list[Figure], started: float) -> None:
@@ -144,6 +159,28 @@ def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print) -> list
                            mode.heads_batch_seeds, progress=out).figures()
         report(f"6. head methods vs their matrix-product floor: {_describe(mode.big)}, "
                f"{mode.heads_epochs} epochs, one seed per round", figs, started)
+    if "nodemem" in only:
+        started = time.perf_counter()
+        size = replace(IMAGENET_LT, d=2048).scaled(mode.nodemem_classes)
+        figs = bench_node_memory_local(size, mode.nodemem_shard_rows).figures()
+        if loopback_only():
+            figs += bench_node_memory_s3(size, mode.nodemem_shard_rows).figures()
+        else:
+            out("(S3 part skipped: not in a loopback-only network namespace)")
+        report(f"7. a node's memory, 4 trial processes loading {_describe(size)}", figs, started)
+    if "extraction" in only:
+        started = time.perf_counter()
+        if loopback_only():
+            rep = bench_extraction(mode.extraction_scale, mode.extraction_rounds)
+            report(f"8. extraction as Ray tasks, ImageNet-LT's splits / {mode.extraction_scale}, ResNet-32 "
+                   "at 32×32", rep.figures(), started)
+        else:
+            out("(extraction skipped: it starts Ray, so it must run in the loopback-only namespace)")
+    if "gpu" in only:
+        started = time.perf_counter()
+        dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        figs = bench_gpu(dev, progress=out)
+        report(f"9. GPU check on {dev} ({'real' if dev.type == 'cuda' else 'smoke'} sizes)", figs, started)
     return figures
 
 
@@ -151,11 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced sizes (about 1–2 minutes)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this benchmark (repeatable)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="the gpu benchmark's device (default: cuda where available; cpu runs it at smoke size)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch intra-op threads (default 2; 1 steadies timings on a loaded machine)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
     torch.set_num_threads(args.threads)
     mode = QUICK if args.quick else FULL
     only = set(args.only or NAMES)
@@ -164,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}, "
           f"load average {load_average():.1f}")
     started = time.perf_counter()
-    figures = run(mode, only)
+    figures = run(mode, only, device=torch.device(args.device) if args.device else None)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mode": mode.name, "only": sorted(only), "figures": [
+                {"name": fig.name.strip(), "value": None if fig.value != fig.value else fig.value,
+                 "unit": fig.unit, "target": fig.target, "met": fig.met, "note": fig.note}
+                for fig in figures]}, f, indent=1)
     missed = [f.name.strip() for f in figures if f.met is False]
     print(f"\ndone in {time.perf_counter() - started:.0f} s (load average {load_average():.1f}); "
           f"targets missed: {missed or 'none'}")

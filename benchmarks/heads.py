@@ -106,21 +106,28 @@ class Shape:
         return (train + val) / 1e9
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def floor_epochs(shape: Shape, x: torch.Tensor, val_x: torch.Tensor, epochs: int, seed: int = 0) -> float:
-    """Seconds for ``epochs`` epochs of the head's matrix products alone.
+    """Seconds for ``epochs`` epochs of the head's matrix products alone, on ``x``'s device.
 
     Batches are contiguous row blocks of ``x`` (wrapping around when the epoch has more rows
     than ``x``): the products see the same shapes as training, without its gathers.
     """
     g = torch.Generator().manual_seed(seed)
-    C, d = shape.num_classes, shape.d
+    C, d, device = shape.num_classes, shape.d, x.device
     if shape.kind == "linear":
-        weight, bias = 0.01 * torch.randn(C, d, generator=g), torch.zeros(C)
+        weight, bias = (0.01 * torch.randn(C, d, generator=g)).to(device), torch.zeros(C, device=device)
     else:
-        proj = 0.01 * torch.randn(d, shape.d_text, generator=g)
-        text = torch.randn(C, shape.d_text, generator=g)
-    grad_out = torch.randn(shape.batch, C, generator=g)
+        proj = (0.01 * torch.randn(d, shape.d_text, generator=g)).to(device)
+        text = torch.randn(C, shape.d_text, generator=g).to(device)
+    grad_out = torch.randn(shape.batch, C, generator=g).to(device)
     span = max(len(x) - shape.batch, 1)
+    sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
         for b in range(shape.batches):
@@ -141,6 +148,7 @@ def floor_epochs(shape: Shape, x: torch.Tensor, val_x: torch.Tensor, epochs: int
                 torch.addmm(bias, vb, weight.t())
             else:
                 vb.mm(proj).mm(text.t())
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -153,14 +161,15 @@ def floor_seeds(shape: Shape, x: torch.Tensor, seeds: int, batches: int, batched
     one product over all seeds' rows when batched; the linear head has nothing shared.
     """
     g = torch.Generator().manual_seed(0)
-    R, B, C, d = seeds, shape.batch, shape.num_classes, shape.d
+    R, B, C, d, device = seeds, shape.batch, shape.num_classes, shape.d, x.device
     span = max(len(x) - B * R, 1)
-    grad_out = torch.randn(R, B, C, generator=g)
+    grad_out = torch.randn(R, B, C, generator=g).to(device)
     if shape.kind == "linear":
-        weight, bias = 0.01 * torch.randn(R, C, d, generator=g), torch.zeros(R, 1, C)
+        weight, bias = (0.01 * torch.randn(R, C, d, generator=g)).to(device), torch.zeros(R, 1, C, device=device)
     else:
-        proj = 0.01 * torch.randn(R, d, shape.d_text, generator=g)
-        text = torch.randn(C, shape.d_text, generator=g)
+        proj = (0.01 * torch.randn(R, d, shape.d_text, generator=g)).to(device)
+        text = torch.randn(C, shape.d_text, generator=g).to(device)
+    sync(device)
     start = time.perf_counter()
     for b in range(batches):
         lo = (b * B * R) % span
@@ -182,6 +191,7 @@ def floor_seeds(shape: Shape, x: torch.Tensor, seeds: int, batches: int, batched
                     f = xb[r].mm(proj[r])
                     f.mm(text.t())
                     xb[r].t().mm(grad_out[r].mm(text))
+    sync(device)
     return time.perf_counter() - start
 
 

@@ -115,7 +115,8 @@ def bench_store(uri: str, backend: str, size: LongTailSize, repeats: int) -> Sto
     """Write a synthetic feature set of ``size`` to ``uri``, then time reads both ways."""
     fset = make_feature_set(size, seed=1)
     key = feature_key({"benchmark": "store", "size": repr(size)})
-    store = FeatureStore(uri)
+    # The read path itself: no node-local copy in between (benchmark 7 measures that one).
+    store = FeatureStore(uri, node_cache=False)
     store.write(key, fset)
     rows_written = sum(len(split) for split in fset.splits.values())
     del fset

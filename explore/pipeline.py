@@ -26,7 +26,6 @@ from explore.recipes.bases import classifier_cache_spec
 from explore.store import (
     CorruptShardError,
     FeatureSet,
-    FeatureSplit,
     FeatureStore,
     feature_key,
 )
@@ -266,12 +265,14 @@ def _decoder(cfg: SweepConfig) -> Callable[[str], np.ndarray] | None:
 def _extract(
     cfg: SweepConfig, store: FeatureStore, backbone: BackboneRun, state: dict[str, np.ndarray]
 ) -> tuple[str, FeatureSet]:
-    """The backbone's features of every split, keyed by its weights' digest (extracted
-    once; read back when already stored)."""
+    """The backbone's features of every split, keyed by its weights' digest: extracted by
+    Ray tasks on the cluster's workers, each writing its shards to the store (once; read
+    back when already stored)."""
     import torch
 
-    from explore.backbone.extract import extract_features
+    from explore.backbone.extract_job import extract_to_store
     from explore.backbone.models import weights_digest
+    from explore.console import Progress
 
     backbone_key, spec, dataset = backbone.key, backbone.spec, backbone.dataset
     model = spec.build()
@@ -281,35 +282,29 @@ def _extract(
         {"kind": "features", "v": PIPELINE_VERSION, "dataset": dataset.params, "arch": spec.arch,
          "weights": digest, "preprocess": spec.resolved_preprocess().as_dict()}
     )
-    decode = _decoder(cfg)
-
     # An open-set dataset's auxiliary images (never seen in backbone training) go through
     # the same backbone, as split "aux" labelled 0..A−1 by meta["aux_classes"].
     names = ("train", "val", "test") + (("aux",) if dataset.aux is not None else ())
-
-    def build() -> FeatureSet:
-        from explore.console import Progress
-
-        log.info("features: extracting %s for %s", spec.arch, "/".join(names))
-        splits = {}
-        total = sum(len(getattr(dataset, name)) for name in names)
-        with Progress("features: extract", total, "img", tick=True) as bar:
-            for name in names:
-                split = getattr(dataset, name)
-                bar.note(name)
-                feats = (extract_features(model, split, decode=decode, progress=bar.update)
-                         if len(split) else np.zeros((0, model.feature_dim), np.float32))
-                splits[name] = FeatureSplit(feats, np.asarray(split.labels, dtype=np.int64))
-            bar.note("/".join(names))
-        meta = {"dataset": dataset.params, "arch": spec.arch, "weights": digest}
-        if dataset.aux is not None:
-            meta["aux_classes"] = list(dataset.aux_classes)
-        return FeatureSet(splits, tuple(dataset.classes), meta)
-
-    fset = store.get_or_build(fkey, build)
+    splits = {name: getattr(dataset, name) for name in names}
+    meta: dict[str, Any] = {"dataset": dataset.params, "arch": spec.arch, "weights": digest}
+    if dataset.aux is not None:
+        meta["aux_classes"] = list(dataset.aux_classes)
+    log.info("features: extracting %s for %s", spec.arch, "/".join(names))
+    total = sum(len(s) for s in splits.values())
+    with Progress("features: extract", total, "img", tick=True) as bar:
+        bar.note("/".join(names))
+        fset = extract_to_store(store, fkey, splits, spec, state, tuple(dataset.classes), meta,
+                                decode=_decoder(cfg), use_gpu=_gpu_if_asked(backbone),
+                                progress=bar.update)
     store.put_json(backbone_key, "backbone", {"feature_key": fkey, "weights": digest})
     log.info("features: cached as %s", fkey)
     return fkey, fset
+
+
+def _gpu_if_asked(backbone: BackboneRun) -> bool | None:
+    """Extraction on GPUs when the backbone trained on them, else wherever the cluster has
+    them (None: on a GPU when there is one)."""
+    return True if backbone.train is not None and backbone.train.use_gpu else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Backbones: the registry of architectures, their training loop (plain or as a Ray Train job),
-and feature extraction for the feature store.
+and feature extraction for the feature store (in one process here; as Ray tasks writing
+shards to the store in ``explore.backbone.extract_job``).
 
 ``ray_job`` is not imported here, so that the models, the loop and extraction stay usable
 without starting (or importing) Ray; import ``explore.backbone.ray_job`` for

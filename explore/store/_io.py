@@ -124,6 +124,15 @@ class Storage:
                 if i.type == pafs.FileType.File
             ]
 
+    def list_dirs(self, path: str) -> list[str]:
+        """Paths of the directories right under ``path`` (none when it does not exist)."""
+        with self.errors("listing", path):
+            return [
+                i.path
+                for i in self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                if i.type == pafs.FileType.Directory
+            ]
+
     def s3_client(self) -> Any:
         """boto3 S3 client for what pyarrow.fs cannot do (conditional PUT/DELETE for the
         build lock), pointed where this store's filesystem points: same endpoint, and the

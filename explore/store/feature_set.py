@@ -15,6 +15,16 @@ __all__ = ["REQUIRED_SPLITS", "FeatureSet", "FeatureSplit"]
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
+_FINITE_CHECK_ROWS = 4096
+
+
+def _all_finite(f: np.ndarray) -> bool:
+    # In slices: a whole-array check would allocate an N×d mask in every process that
+    # reads the features, next to arrays that are otherwise shared memory maps.
+    return all(np.isfinite(f[i:i + _FINITE_CHECK_ROWS]).all()
+               for i in range(0, len(f), _FINITE_CHECK_ROWS))
+
+
 @dataclass(frozen=True, eq=False)
 class FeatureSplit:
     """Features and labels of one split. Stored as C-contiguous float32 N×d and int64 N."""
@@ -38,7 +48,7 @@ class FeatureSplit:
             raise ValueError(f"features have {len(f)} rows but labels have {len(y)}")
         f = np.ascontiguousarray(f, dtype=np.float32)
         y = np.ascontiguousarray(y, dtype=np.int64)
-        if not np.isfinite(f).all():
+        if not _all_finite(f):
             raise ValueError(
                 "features contain NaN or inf (after conversion to float32); fix the extractor"
             )

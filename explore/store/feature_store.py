@@ -19,29 +19,60 @@ Rules that make the cache safe to share between processes and Ray workers:
 Reads use one sized read per object and hand back numpy views of the Arrow buffers where
 possible; arrays returned by ``read`` may therefore be read-only -- copy before writing
 into them.
+
+One copy per node: an entry that cannot be handed out as memory-mapped files as it is (an
+S3 entry, or a split of several shards, which would have to be concatenated) is read
+through a node-local copy (``node_cache``): fetched and verified once per node under a file
+lock, stored as one shard per split, then memory-mapped by every process that reads it, so
+N trial processes on a node share one page-cache copy instead of holding N private ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from explore.store._io import Storage
 from explore.store._locks import BuildLock, HeldLock, LockPolicy
 from explore.store.artifacts import Artifacts
-from explore.store.errors import CorruptShardError, EntryNotFoundError
+from explore.store.errors import CorruptShardError, EntryNotFoundError, StoragePermanentError
 from explore.store.feature_set import FeatureSet
-from explore.store.keys import check_name
-from explore.store.shards import LOCK, Shards
+from explore.store.keys import canonical_json, check_name
+from explore.store.shards import LOCK, MANIFEST, ShardedEntry, Shards
 from explore.store.uri import join
 
-__all__ = ["FeatureStore"]
+__all__ = ["NODE_CACHE_ENV", "FeatureStore", "node_cache_dir"]
 
 log = logging.getLogger(__name__)
+
+NODE_CACHE_ENV = "EXPLORE_NODE_CACHE"
+"""Directory of the node-local feature copies (``off`` turns them off); by default
+``explore-node-cache-<uid>`` in the system's temporary directory."""
+_ONE_SHARD = 2**62
+"""Rows per shard of a node-local copy: one shard per split, so it maps without a copy."""
+
+
+def node_cache_dir(option: str | bool = True) -> str | None:
+    """The node-local copy directory for ``option``: a path, True (``$EXPLORE_NODE_CACHE``
+    or the default) or False (none)."""
+    if option is False:
+        return None
+    if isinstance(option, str):
+        return os.path.abspath(option)
+    value = os.environ.get(NODE_CACHE_ENV, "").strip()
+    if value.lower() in ("off", "0", "false", "none"):
+        return None
+    return os.path.abspath(value) if value else os.path.join(
+        tempfile.gettempdir(), f"explore-node-cache-{os.getuid()}")
 
 
 class FeatureStore:
@@ -63,6 +94,7 @@ class FeatureStore:
         poll_s: float = 0.5,
         wait_timeout_s: float = 3600.0,
         check: bool = True,
+        node_cache: str | bool = True,
     ) -> None:
         if max_rows_per_shard < 1:
             raise ValueError(f"max_rows_per_shard must be >= 1, got {max_rows_per_shard}")
@@ -82,6 +114,9 @@ class FeatureStore:
         self._storage = Storage(self.uri, check=check)
         self._shards = Shards(self._storage, self.max_rows_per_shard)
         self._artifacts = Artifacts(self._storage)
+        self.node_cache = node_cache
+        """Where reads keep node-local copies (see the module docstring): a directory, True
+        for :func:`node_cache_dir`'s default (resolved on each node), False for none."""
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.uri!r})"
@@ -95,6 +130,7 @@ class FeatureStore:
             "poll_s": self.poll_s,
             "wait_timeout_s": self.wait_timeout_s,
             "check": False,
+            "node_cache": self.node_cache,
         }
         return (_rebuild_store, (self.uri, kwargs))
 
@@ -115,10 +151,77 @@ class FeatureStore:
     def read(self, key: str) -> FeatureSet:
         """The features stored under ``key``, every shard verified.
 
-        Raises ``EntryNotFoundError`` without a manifest, ``CorruptShardError`` naming the
+        Memory-mapped: from the entry itself when it is local with one shard per split,
+        else from this node's copy of it (made here if missing or damaged). Raises
+        ``EntryNotFoundError`` without a manifest, ``CorruptShardError`` naming the
         first shard that does not match it.
         """
-        return self._shards.read(key)
+        node_dir = node_cache_dir(self.node_cache)
+        if node_dir is None:
+            return self._shards.read(key)
+        manifest = self._shards.manifest(key)
+        if not self.is_s3 and all(len(s["shards"]) <= 1 for s in manifest["splits"].values()):
+            return self._shards.read(key)
+        try:
+            return self._node_copy(node_dir, key, manifest)
+        except StoragePermanentError as exc:  # node-local disk full or not writable
+            log.warning("reading features %s without a node-local copy: %s", key, exc)
+            return self._shards.read(key)
+
+    def _node_copy(self, node_dir: str, key: str, manifest: dict[str, Any]) -> FeatureSet:
+        # Keyed by the manifest's content too: an entry rebuilt under the same key (after
+        # a corrupt shard) is a new copy, never the old one.
+        digest = hashlib.sha256(canonical_json(manifest, "manifest").encode()).hexdigest()[:16]
+        copy_key = f"{key}-{digest}"
+        local = FeatureStore(
+            node_dir, max_rows_per_shard=_ONE_SHARD, lock_heartbeat_s=self.lock_heartbeat_s,
+            lock_stale_after_s=self.lock_stale_after_s, poll_s=self.poll_s,
+            wait_timeout_s=self.wait_timeout_s, check=False, node_cache=False,
+        )
+
+        def fetch() -> ShardedEntry:
+            # Split by split, each written straight to its file: the process making the copy
+            # holds at most one split's fetched shards (and their concatenation) at a time.
+            shards = {}
+            for name in manifest["splits"]:
+                part = self._shards.read_split(key, manifest, name)
+                shards[name] = [local._shards.write_shard(copy_key, name, 0, part)] if len(part) else []
+                del part
+                # Arrow's allocator keeps freed memory for reuse: hand it back now.
+                pa.default_memory_pool().release_unused()
+            return ShardedEntry(int(manifest["d"]), tuple(manifest["classes"]), manifest["meta"], shards)
+
+        fset = local._get_or_build(copy_key, fetch, read_back=True, clear=False)
+        for old in local._storage.list_dirs(local._storage.path("features")):
+            name = os.path.basename(old)
+            # An older copy of the key, unless someone builds it right now (its lock).
+            if (name.startswith(f"{key}-") and name != copy_key
+                    and not os.path.exists(os.path.join(old, LOCK))):
+                shutil.rmtree(old, ignore_errors=True)  # mapped files stay valid until unmapped
+        return fset
+
+    # ----------------------------------------------------------- shard by shard
+
+    def write_shard(self, key: str, split: str, index: int, features: np.ndarray,
+                    labels: np.ndarray) -> dict[str, Any]:
+        """Write shard ``index`` of ``split`` of an entry that many processes build shard by
+        shard (see ``get_or_build_sharded``); returns its record for the manifest."""
+        from explore.store.feature_set import FeatureSplit
+
+        return self._shards.write_shard(key, split, index, FeatureSplit(features, labels))
+
+    def finished_shard(self, key: str, split: str, index: int, rows: int,
+                       d: int) -> dict[str, Any] | None:
+        """The record of a shard ``write_shard`` finished and that still verifies (``rows``
+        rows of width ``d``), or None when it must be written again."""
+        return self._shards.finished_shard(key, split, index, rows, d)
+
+    def get_or_build_sharded(self, key: str, build: Callable[[], ShardedEntry]) -> FeatureSet:
+        """``get_or_build`` for an entry whose shards other processes write: ``build()``
+        has every shard written (``write_shard``) and returns their records; the store
+        then writes the manifest, last. Shards a killed build finished are kept, so
+        ``build`` may skip them (``finished_shard``)."""
+        return self._get_or_build(key, build, read_back=True, clear=False)
 
     def write(self, key: str, fset: FeatureSet) -> None:
         """Store ``fset`` under ``key``, replacing any previous entry.
@@ -144,15 +247,6 @@ class FeatureStore:
         path = f"{self._shards.entry(key)}/{LOCK}"
         return BuildLock(self._storage, path, policy, f"key {key} ({self.entry_uri(key)})")
 
-    def _read_valid(self, key: str) -> FeatureSet | None:
-        """The entry if it is complete and intact, else None (a damaged one is logged)."""
-        if self.has(key):
-            try:
-                return self.read(key)
-            except (CorruptShardError, EntryNotFoundError) as exc:
-                log.warning("rebuilding features %s: %s", key, exc)
-        return None
-
     def get_or_build(self, key: str, build: Callable[[], FeatureSet]) -> FeatureSet:
         """The features under ``key``; built by ``build()`` and stored if missing or corrupt.
 
@@ -160,6 +254,14 @@ class FeatureStore:
         builds; the others wait for its manifest. A failed build releases the lock and
         re-raises, so a waiter takes over.
         """
+        return self._get_or_build(key, build)
+
+    def _get_or_build(self, key: str, build: Callable[[], Any], *, read_back: bool = False,
+                      clear: bool = True) -> FeatureSet:
+        """``build()`` returns a FeatureSet (written here) or, for an entry built shard by
+        shard, a ShardedEntry (its manifest written here). ``read_back``: return what the
+        store holds (memory-mapped) rather than what ``build()`` returned; ``clear``: start
+        from an empty entry rather than keep finished shards."""
         check_name(key, "cache key")
         deadline = time.monotonic() + self.wait_timeout_s
         while True:
@@ -169,22 +271,38 @@ class FeatureStore:
             lock = self._build_lock(key)
             held = lock.try_take()
             if held is not None:
-                return self._build_locked(key, build, held)
+                return self._build_locked(key, build, held, read_back, clear)
             lock.wait(deadline)
 
-    def _build_locked(self, key: str, build: Callable[[], FeatureSet], held: HeldLock) -> FeatureSet:
+    def _read_valid(self, key: str) -> FeatureSet | None:
+        """The entry if it is complete and intact, else None (a damaged one is logged)."""
+        if self.has(key):
+            try:
+                return self.read(key)
+            except (CorruptShardError, EntryNotFoundError) as exc:
+                log.warning("rebuilding features %s: %s", key, exc)
+        return None
+
+    def _build_locked(self, key: str, build: Callable[[], Any], held: HeldLock,
+                      read_back: bool, clear: bool) -> FeatureSet:
         try:
             found = self._read_valid(key)  # someone may have finished between check and lock
             if found is not None:
                 return found
-            self._shards.clear(key)
-            fset = build()
-            if not isinstance(fset, FeatureSet):
+            if clear:
+                self._shards.clear(key)
+            else:  # invisible while it is rebuilt; its finished shards stay
+                self._storage.delete(f"{self._shards.entry(key)}/{MANIFEST}")
+            built = build()
+            if isinstance(built, FeatureSet):
+                self._shards.write(key, built)
+            elif isinstance(built, ShardedEntry):
+                self._shards.write_manifest(key, built)
+            else:
                 raise TypeError(
-                    f"build() for key {key} returned {type(fset).__name__}, not a FeatureSet"
+                    f"build() for key {key} returned {type(built).__name__}, not a FeatureSet"
                 )
-            self._shards.write(key, fset)
-            return fset
+            return self.read(key) if read_back else built
         finally:
             held.release()
 

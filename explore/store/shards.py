@@ -7,6 +7,13 @@ Layout of one entry (``<root>/features/<key>/``)::
     manifest.json          written LAST: each shard's path, rows, bytes and xxh3-128
     .lock                  the build lock (see ``_locks``), left alone here
 
+An entry is written whole by one process (``write``) or shard by shard by many
+(``write_shard`` on each worker, then ``write_manifest`` by the one holding the lock). A
+shard written that way gets a ``<shard>.done`` record (its rows, bytes and checksum) next to
+it, so a build that resumes can tell a finished shard from one whose writer died;
+``write_manifest`` removes the records and every other unlisted file, leaving the same
+layout as ``write``.
+
 A reader trusts only shards listed in a manifest and checks each one's size, checksum and
 schema metadata, so a half-written or damaged entry is either invisible or a loud
 ``CorruptShardError`` -- never silently wrong features. Arrays handed back are views of
@@ -18,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,10 +38,12 @@ from explore.store.errors import CorruptShardError, EntryNotFoundError
 from explore.store.feature_set import FeatureSet, FeatureSplit
 from explore.store.keys import FORMAT_VERSION, check_name
 
-__all__ = ["LOCK", "MANIFEST", "SHARD_CHECKSUM", "Shards"]
+__all__ = ["LOCK", "MANIFEST", "SHARD_CHECKSUM", "Shards", "ShardedEntry", "shard_name"]
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+DONE = ".done"
+"""Suffix of a finished shard's record while its entry is being built shard by shard."""
 META_KEY = b"explore.cache_key"
 META_SPLIT = b"explore.split"
 
@@ -59,8 +70,8 @@ def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
-    """One split chunk as an Arrow IPC file tagged with its key and split."""
+def _write_ipc(sink: Any, key: str, split: str, part: FeatureSplit) -> None:
+    """One split chunk as an Arrow IPC file tagged with its key and split, into ``sink``."""
     # Zero-copy: the flat float32 buffer becomes the FixedSizeList's child array.
     values = pa.array(part.features.reshape(-1), type=pa.float32())
     table = pa.Table.from_arrays(
@@ -73,10 +84,35 @@ def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
             metadata={META_KEY: key.encode(), META_SPLIT: split.encode()},
         ),
     )
-    sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+
+
+def _shard_bytes(key: str, split: str, part: FeatureSplit) -> pa.Buffer:
+    """One split chunk as an Arrow IPC file in memory."""
+    sink = pa.BufferOutputStream()
+    _write_ipc(sink, key, split, part)
     return sink.getvalue()
+
+
+def shard_name(split: str, index: int) -> str:
+    """File name of shard ``index`` of ``split`` inside its entry."""
+    return f"{split}-{index:05d}.arrow"
+
+
+def _record(name: str, rows: int, data: Any) -> dict[str, Any]:
+    return {"path": name, "rows": rows, "bytes": data.size, SHARD_CHECKSUM: _xxh3_128(data)}
+
+
+@dataclass(frozen=True)
+class ShardedEntry:
+    """What the manifest of an entry built shard by shard says besides its shards' records."""
+
+    d: int
+    classes: tuple[str, ...]
+    meta: dict[str, Any]
+    shards: dict[str, list[dict[str, Any]]]
+    """Per split, in order: each shard's record (``write_shard``'s or ``finished_shard``'s)."""
 
 
 class Shards:
@@ -126,37 +162,84 @@ class Shards:
         entry = self.entry(key)
         self.clear(key)
         self.storage.mkdir(entry)
-        splits: dict[str, Any] = {}
+        records: dict[str, list[dict[str, Any]]] = {}
         for name, part in fset.splits.items():
-            shards = []
+            records[name] = []
             for i, start in enumerate(range(0, len(part), self.max_rows_per_shard)):
                 stop = min(start + self.max_rows_per_shard, len(part))
                 chunk = FeatureSplit(part.features[start:stop], part.labels[start:stop])
                 data = _shard_bytes(key, name, chunk)
-                fname = f"{name}-{i:05d}.arrow"
+                fname = shard_name(name, i)
                 self.storage.write_bytes(f"{entry}/{fname}", data, atomic=False)
-                shards.append(
-                    {
-                        "path": fname,
-                        "rows": stop - start,
-                        "bytes": data.size,
-                        SHARD_CHECKSUM: _xxh3_128(data),
-                    }
-                )
-            splits[name] = {"rows": len(part), "shards": shards}
+                records[name].append(_record(fname, stop - start, data))
+        self._write_manifest(key, ShardedEntry(fset.d, fset.classes, fset.meta, records))
+
+    def _write_manifest(self, key: str, entry: ShardedEntry) -> None:
         manifest = {
             "format": "explore-feature-store",
             "version": FORMAT_VERSION,
             "key": key,
-            "d": fset.d,
-            "classes": list(fset.classes),
-            "meta": fset.meta,
-            "splits": splits,
+            "d": entry.d,
+            "classes": list(entry.classes),
+            "meta": entry.meta,
+            "splits": {name: {"rows": sum(r["rows"] for r in shards), "shards": shards}
+                       for name, shards in entry.shards.items()},
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self.storage.write_bytes(
-            f"{entry}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), atomic=True
+            f"{self.entry(key)}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), atomic=True
         )
+
+    # ----------------------------------------------------------- shard by shard
+
+    def write_shard(self, key: str, split: str, index: int, part: FeatureSplit) -> dict[str, Any]:
+        """Write one shard of an entry built shard by shard (by any process) and its
+        ``.done`` record; returns the record for the manifest. Both writes are atomic, so a
+        writer killed midway leaves no shard that looks finished."""
+        entry, name = self.entry(key), shard_name(check_name(split, "split name"), index)
+        self.storage.mkdir(entry)
+        path = f"{entry}/{name}"
+        if self.storage.is_s3:
+            data = _shard_bytes(key, split, part)
+            record = _record(name, len(part), data)
+            self.storage.write_bytes(path, data, atomic=True)
+        else:  # straight to the file, not through a second copy in memory
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.storage.errors("writing", path):
+                with pa.OSFile(tmp, "wb") as sink:
+                    _write_ipc(sink, key, split, part)
+                record = _record(name, len(part), self.storage.read_bytes(tmp))
+                os.replace(tmp, path)
+        self.storage.write_bytes(f"{path}{DONE}", json.dumps(record).encode(), atomic=True)
+        return record
+
+    def finished_shard(self, key: str, split: str, index: int, rows: int,
+                       d: int) -> dict[str, Any] | None:
+        """The record of shard ``index`` of ``split`` when a ``write_shard`` finished it and
+        it still reads back whole (its size, checksum, schema and ``rows`` rows of width
+        ``d``); None when it must be written (again)."""
+        entry, name = self.entry(key), shard_name(split, index)
+        try:
+            record = json.loads(self.storage.read_bytes(f"{entry}/{name}{DONE}").to_pybytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("path") != name or record.get("rows") != rows:
+            return None
+        try:
+            self._read_shard(key, split, d, entry, record)
+        except CorruptShardError:
+            return None
+        return record
+
+    def write_manifest(self, key: str, entry: ShardedEntry) -> None:
+        """Finish an entry built shard by shard: its manifest (atomically, last), then every
+        file it does not list (``.done`` records, temp files of killed writers) removed."""
+        self._write_manifest(key, entry)
+        listed = {MANIFEST} | {r["path"] for shards in entry.shards.values() for r in shards}
+        for info in self.storage.list_files(self.entry(key)):
+            name = os.path.basename(info.path)
+            if name not in listed and not name.startswith(LOCK):
+                self.storage.delete(info.path)
 
     def _read_shard(
         self, key: str, split: str, d: int, entry: str, shard: dict[str, Any]
@@ -205,24 +288,26 @@ class Shards:
     def read(self, key: str) -> FeatureSet:
         """The features under ``key``, every shard verified against the manifest."""
         manifest = self.manifest(key)
-        entry, d = self.entry(key), int(manifest["d"])
-        splits = {}
-        for name, info in manifest["splits"].items():
-            parts = [self._read_shard(key, name, d, entry, s) for s in info["shards"]]
-            if not parts:
-                x, y = np.empty((0, d), np.float32), np.empty(0, np.int64)
-            elif len(parts) == 1:
-                x, y = parts[0]
-            else:
-                x = np.concatenate([p[0] for p in parts])
-                y = np.concatenate([p[1] for p in parts])
-            if len(y) != info["rows"]:
-                raise CorruptShardError(
-                    f"split {name} of {self.storage.uri_of(entry)} has {len(y)} rows, "
-                    f"manifest says {info['rows']}"
-                )
-            splits[name] = FeatureSplit(x, y)
+        splits = {name: self.read_split(key, manifest, name) for name in manifest["splits"]}
         return FeatureSet(splits=splits, classes=tuple(manifest["classes"]), meta=manifest["meta"])
+
+    def read_split(self, key: str, manifest: dict[str, Any], name: str) -> FeatureSplit:
+        """Split ``name`` of ``key`` (whose ``manifest`` the caller read), shards verified."""
+        entry, d, info = self.entry(key), int(manifest["d"]), manifest["splits"][name]
+        parts = [self._read_shard(key, name, d, entry, s) for s in info["shards"]]
+        if not parts:
+            x, y = np.empty((0, d), np.float32), np.empty(0, np.int64)
+        elif len(parts) == 1:
+            x, y = parts[0]
+        else:
+            x = np.concatenate([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+        if len(y) != info["rows"]:
+            raise CorruptShardError(
+                f"split {name} of {self.storage.uri_of(entry)} has {len(y)} rows, "
+                f"manifest says {info['rows']}"
+            )
+        return FeatureSplit(x, y)
 
     def clear(self, key: str) -> None:
         """Delete ``key``'s entry, manifest first (so it turns invisible at once), keeping the

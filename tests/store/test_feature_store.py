@@ -197,7 +197,8 @@ def _flip_byte(path: Path) -> None:
 
 
 def test_corrupt_shards_are_detected_and_rebuilt_once(tmp_path):
-    store = FeatureStore(str(tmp_path), max_rows_per_shard=10)
+    # The entry's own shards, read without a node-local copy in between (test_node_cache.py).
+    store = FeatureStore(str(tmp_path), max_rows_per_shard=10, node_cache=False)
     key = "feedbeef"
     store.write(key, make_set())
     entry = tmp_path / "features" / key
@@ -380,7 +381,8 @@ def test_round_trip_and_artifacts_on_s3(s3_bucket):
     import boto3
 
     uri = f"s3://{s3_bucket}/cache"
-    store = FeatureStore(uri, max_rows_per_shard=10)
+    # The S3 read path itself, without a node-local copy in between (test_node_cache.py).
+    store = FeatureStore(uri, max_rows_per_shard=10, node_cache=False)
     fset = make_set(n_train=25, aux=3)
     assert not store.has("s3key")
     store.write("s3key", fset)
