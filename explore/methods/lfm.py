@@ -267,7 +267,8 @@ def mix(
     if N and (min(int(yi.min()), int(yj.min())) < 0 or max(int(yi.max()), int(yj.max())) >= C):
         raise ValueError(f"y_i and y_j must be class indices in [0, {C})")
     dtype = a.dtype if a.is_floating_point() else torch.float64
-    lam = (torch.tensor(float(lambda_x), dtype=dtype) if isinstance(lambda_x, float | int)
+    lam = (torch.tensor(float(lambda_x), dtype=dtype, device=a.device)
+           if isinstance(lambda_x, float | int)
            else _as_tensor(lambda_x).to(dtype)).to(a.device)
     if lam.ndim == 0:
         lam = lam.expand(N)

@@ -11,11 +11,14 @@ call it directly); the Tune functions below are thin wrappers around it. Follow 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import torch
 
 from explore.recipes import Recipe, get_recipe
 from explore.results.layout import SweepLayout
@@ -33,7 +36,7 @@ from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit
 
 __all__ = ["load_inputs", "rows_of_trial", "run_configuration", "train_job_trainable",
-           "trainable"]
+           "trainable", "trial_device"]
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -69,18 +72,34 @@ def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
     return inputs
 
 
-def run_configuration(ctx: TrialContext, knobs: dict[str, Any],
-                      trial_id: str) -> list[dict[str, Any]]:
-    """Train every seed of one configuration; one result row per seed."""
+def trial_device() -> torch.device:
+    """Where this process's head trials train: the first GPU Ray assigned it (Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to the assigned GPUs, so that is ``cuda:0`` here), else the
+    CPU: outside Ray, or with no GPU assigned, or without CUDA."""
+    import ray
+
+    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def run_configuration(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
+                      device: torch.device | None = None) -> list[dict[str, Any]]:
+    """Train every seed of one configuration on ``device`` (default:
+    :func:`trial_device`); one result row per seed, each recording the device."""
     recipe = get_recipe(ctx.method)
     params = recipe.params({**ctx.method_settings, **knobs})
     started = time.time()
     if isinstance(ctx, FullTrialContext):
+        device = torch.device("cpu")  # the trial drives Train runs; stage 2 runs here
         fit = _fit_full(ctx, recipe, params, trial_id)
     else:
         assert isinstance(ctx, HeadTrialContext)
-        fit = recipe.fit_head(load_inputs(ctx), params, ctx.seeds)
-    placement = {**current_placement(), "started_at": started, "finished_at": time.time()}
+        device = device or trial_device()
+        inputs = dataclasses.replace(load_inputs(ctx), device=device)
+        fit = recipe.fit_head(inputs, params, ctx.seeds)
+    placement = {**current_placement(), "device": str(device), "started_at": started,
+                 "finished_at": time.time()}
     return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
                       result=result, knobs=recipe.columns(params), params=params,
                       training=ctx.head, resolved=fit.resolved, placement=placement)
@@ -176,7 +195,8 @@ def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         train_loop_config={"ctx": ctx, "knobs": dict(config), "trial_id": trial_id},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=ctx.gpus_per_trial > 0,
                                                resources_per_worker=resources),
-        # Heads train on the CPU: gloo, not the nccl Ray picks when GPUs are requested.
+        # One worker, no collectives: gloo, not the nccl Ray picks when GPUs are requested
+        # (the worker's heads still train on its GPU, trial_device).
         torch_config=TorchConfig(backend="gloo"),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",  # stable per trial: a restarted trial resumes its run
