@@ -11,10 +11,11 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Tensors pass through unchanged (keeping autograd); arrays become ``dtype`` tensors."""
+    """Tensors pass through unchanged (keeping autograd); arrays become ``dtype`` tensors
+    where arrays live, on the CPU (whatever torch's default device)."""
     if isinstance(x, torch.Tensor):
         return x
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device="cpu")
 
 
 @overload

@@ -373,7 +373,7 @@ class DySWRMSimilarity(nn.Module):
         if isinstance(init_coords, torch.Tensor):
             s = init_coords.detach().to(torch.float32).clone()
         else:
-            s = torch.as_tensor(np.asarray(init_coords), dtype=torch.float32).clone()
+            s = torch.tensor(np.asarray(init_coords), dtype=torch.float32, device="cpu")
         if s.ndim != 1 or s.shape[0] < 2:
             raise ValueError(f"init_coords must be 1-D with >= 2 classes, got {tuple(s.shape)}")
         self.s = nn.Parameter(s)

@@ -129,7 +129,7 @@ class _ScaledClassifier(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.from_numpy(classifier.weight.copy()))
         self.register_buffer("bias", torch.from_numpy(classifier.bias.copy()))
-        self.scales = nn.Parameter(torch.ones(len(classifier.bias)))
+        self.scales = nn.Parameter(torch.ones(len(classifier.bias), device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.get_buffer("weight"), self.get_buffer("bias")

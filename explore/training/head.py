@@ -211,7 +211,7 @@ def fit_head(
     for epoch in range(cfg.epochs):
         order = (plugins.sample_indices(labels, epoch, rng) if plugins.sample_indices is not None
                  else rng.permutation(len(labels)))
-        stats = _train_epoch(model, opt, x, y, torch.as_tensor(order).to(device), cfg.batch_size,
+        stats = _train_epoch(model, opt, x, y, torch.as_tensor(order, device=device), cfg.batch_size,
                              loss_fn, plugins, epoch, rng)
         sched.step()
         if plugins.on_epoch_end is not None:

@@ -115,7 +115,7 @@ def fit_stacked(models: list[nn.Module], train: loop.Rows, val: loop.Rows | None
         if len({len(o) for o in orders}) != 1:
             raise ValueError("stacked seeds need epochs of one length for every seed; this "
                              "method's sampler varies it: set head.seeds_stacked=false")
-        order = torch.as_tensor(np.stack(orders)).to(device)
+        order = torch.as_tensor(np.stack(orders), device=device)
         losses = _train_epoch(stack, opt, x, y, order, cfg.batch_size, plugins, epoch, rngs)
         sched.step()
         for s, plugin in enumerate(plugins):
