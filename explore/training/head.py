@@ -151,7 +151,7 @@ def reporting_epochs(hook: EpochHook) -> Iterator[None]:
         _EPOCH_HOOK.reset(token)
 
 
-def _optimizer(params: list[nn.Parameter], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
+def _optimizer(params: Sequence[torch.Tensor], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -211,8 +211,8 @@ def fit_head(
     for epoch in range(cfg.epochs):
         order = (plugins.sample_indices(labels, epoch, rng) if plugins.sample_indices is not None
                  else rng.permutation(len(labels)))
-        stats = _train_epoch(model, opt, x, y, torch.as_tensor(order, device=device), cfg.batch_size,
-                             loss_fn, plugins, epoch, rng)
+        stats = _train_epoch(model, opt, x, y, torch.as_tensor(order, device=device),
+                             cfg.batch_size, loss_fn, plugins, epoch, rng)
         sched.step()
         if plugins.on_epoch_end is not None:
             plugins.on_epoch_end(epoch, model, stats)
@@ -303,10 +303,9 @@ def predict_logits(model: nn.Module, features: np.ndarray | torch.Tensor,
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()

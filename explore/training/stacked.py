@@ -35,7 +35,7 @@ class SeedStack:
 
     def __init__(self, models: list[nn.Module]) -> None:
         self.models = models
-        params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+        params, buffers = stack_module_state(models)
         self.params: dict[str, torch.Tensor] = params
         # A buffer equal in every model (LFM's text features) is passed once, unbatched.
         first = dict(models[0].named_buffers())
@@ -102,7 +102,7 @@ def fit_stacked(models: list[nn.Module], train: loop.Rows, val: loop.Rows | None
     x, y = loop.on_device(train, device)
     val_rows = loop.on_device(val, device) if val is not None else None
     extra = [p for plugin in plugins for p in plugin.parameters]
-    opt = loop._optimizer(stack.trainable + extra, cfg)  # type: ignore[arg-type]
+    opt = loop._optimizer([*stack.trainable, *extra], cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
                                                        eta_min=cfg.lr * cfg.min_lr_ratio)
     states: list[dict[int, dict[str, torch.Tensor]]] = [{} for _ in seeds]

@@ -17,8 +17,8 @@ from explore.recipes import RECIPES, BaseRecipe, get_recipe
 from explore.recipes import lfm as lfm_recipe
 from explore.recipes import neighbor_silencing as ns_recipe
 from explore.recipes import swrm as swrm_recipe
-from explore.recipes.bases import BaseSpec, train_base
 from explore.recipes.alphanet import train_alphanet
+from explore.recipes.bases import BaseSpec, train_base
 from explore.training.head import HeadTrainConfig, fit_heads, predict_logits, seeded_linear
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.plugins import Plugins
