@@ -28,8 +28,9 @@ EPOCH_REPORT = "explore_epoch_report"
 
 EPOCHS_TRAINED = "explore_epochs"
 """A per-epoch report's count of epochs trained so far over the trial's seeds: the
-scheduler's time attribute. The seeds train one after another, in the same order in every
-trial, so trials compared at a rung have trained the same seeds as long."""
+scheduler's time attribute. The seeds train one after another, or stacked (epoch by epoch
+over all seeds, ``head.seeds_stacked``), in the same order in every trial of a sweep, so
+trials compared at a rung have trained the same seeds as long."""
 
 SUMMARY_METRICS = ("val_acc_overall", "val_acc_many", "val_acc_medium", "val_acc_few",
                    "acc_overall", "acc_many", "acc_medium", "acc_few", "top5_overall",
