@@ -18,6 +18,13 @@ def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) 
     return torch.as_tensor(np.asarray(x), dtype=dtype, device="cpu")
 
 
+def checks_values(*tensors: torch.Tensor) -> bool:
+    """Whether a check that reads tensor values back should run: yes on the host, where it
+    is free; not on an accelerator, where it would wait for the device once per call (per
+    training batch). There an out-of-range index still fails, in the device's own gather."""
+    return all(t.device.type == "cpu" for t in tensors)
+
+
 @overload
 def like(result: torch.Tensor, template: np.ndarray) -> np.ndarray: ...
 @overload

@@ -152,9 +152,11 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     def terms() -> tuple[torch.Tensor, torch.Tensor]:
         if not confusion:  # s trains through the loss: a fresh graph every batch
             return swrm_terms(n, similarity.standardised(), params)
-        current = s.detach()
-        if "s" not in cached or not torch.equal(cached["s"], current):
-            cached["s"] = current.clone()
+        # s changes in place (its version counter moves) or by replacement (its storage):
+        # checked without reading s back to the host on every batch.
+        current = (s._version, s.data_ptr())
+        if cached.get("s") != current:
+            cached["s"] = current
             cached["terms"] = swrm_terms(n, similarity.standardised().detach(), params)
         return cached["terms"]
 
