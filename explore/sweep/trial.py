@@ -31,12 +31,13 @@ from explore.sweep.reports import (
     epoch_callbacks,
     final_report,
     summarize_rows,
+    trial_device,
 )
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit
 
 __all__ = ["load_inputs", "rows_of_trial", "run_configuration", "train_job_trainable",
-           "trainable", "trial_device"]
+           "trainable"]
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -70,17 +71,6 @@ def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
     while len(_INPUTS) > _MAX_CACHED:
         _INPUTS.popitem(last=False)
     return inputs
-
-
-def trial_device() -> torch.device:
-    """Where this process's head trials train: the first GPU Ray assigned it (Ray sets
-    ``CUDA_VISIBLE_DEVICES`` to the assigned GPUs, so that is ``cuda:0`` here), else the
-    CPU: outside Ray, or with no GPU assigned, or without CUDA."""
-    import ray
-
-    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def run_configuration(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
