@@ -11,7 +11,6 @@ call it directly); the Tune functions below are thin wrappers around it. Follow 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
 from collections import OrderedDict
@@ -45,12 +44,14 @@ _INPUTS: OrderedDict[tuple[Any, ...], TrialInputs] = OrderedDict()
 _MAX_CACHED = 2
 
 
-def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
-    """Features (and base logits) for this sweep, loaded once per worker process: with
-    ``reuse_actors`` every later trial in the process skips the load."""
+def load_inputs(ctx: HeadTrialContext, device: torch.device | None = None) -> TrialInputs:
+    """Features (and base logits, computed on ``device``) for this sweep, loaded once per
+    worker process: with ``reuse_actors`` every later trial in the process skips the load."""
     prov = ctx.provenance
     posthoc = get_recipe(ctx.method).posthoc
-    key = (ctx.storage_uri, prov.feature_key, prov.base_key, prov.thresholds, ctx.head, posthoc)
+    device = device or torch.device("cpu")
+    key = (ctx.storage_uri, prov.feature_key, prov.base_key, prov.thresholds, ctx.head, posthoc,
+           str(device))
     if key in _INPUTS:
         _INPUTS.move_to_end(key)
         return _INPUTS[key]
@@ -65,8 +66,9 @@ def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
         arrays, _ = store.get_arrays(prov.base_key, "classifier")
         classifier = LinearClassifier(arrays["weight"], arrays["bias"])
         splits = {n: s for n, s in splits_of(fset).items() if len(s[1]) or n == "train"}
-        base_logits = build_posthoc_inputs(splits, classifier, fset.num_classes, prov.thresholds)
-    inputs = TrialInputs(fset, base_logits, prov.thresholds, ctx.head)
+        base_logits = build_posthoc_inputs(splits, classifier, fset.num_classes, prov.thresholds,
+                                           device)
+    inputs = TrialInputs(fset, base_logits, prov.thresholds, ctx.head, device)
     _INPUTS[key] = inputs
     while len(_INPUTS) > _MAX_CACHED:
         _INPUTS.popitem(last=False)
@@ -86,8 +88,7 @@ def run_configuration(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
     else:
         assert isinstance(ctx, HeadTrialContext)
         device = device or trial_device()
-        inputs = dataclasses.replace(load_inputs(ctx), device=device)
-        fit = recipe.fit_head(inputs, params, ctx.seeds)
+        fit = recipe.fit_head(load_inputs(ctx, device), params, ctx.seeds)
     placement = {**current_placement(), "device": str(device), "started_at": started,
                  "finished_at": time.time()}
     return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
