@@ -32,7 +32,7 @@ def list_spaces(spaces_dir: Path = SPACES_DIR) -> list[str]:
     return sorted(p.stem for p in spaces_dir.glob("*.yaml") if not p.stem.startswith("_"))
 
 
-SWITCHES = ("dry_run", "verbose")
+SWITCHES = ("dry_run", "verbose", "resume_force_unlock")
 """Top-level flags of one command, not of the sweep: accepted whether or not a space's
 YAML declares them, never stored with the sweep."""
 
@@ -285,9 +285,12 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed every consumer takes (scikit-learn's t-SNE ``random_state``)."""
+
 TOP_LEVEL = ("storage_uri", "features", "resume", "mode", "num_samples", "repeats", "seed",
              "splits", "search", "runner", "head", "dataset", "backbone", "base", "method",
-             "space", "dry_run", "verbose")
+             "space", "dry_run", "verbose", "resume_force_unlock")
 """Every key a composed config may hold; anything else (e.g. ``+num_sample=3``) is a typo."""
 
 
@@ -320,6 +323,8 @@ class SweepConfig:
     """Check everything, print what would run and what is cached, train and write nothing."""
     verbose: bool = False
     """Show Ray's, Tune's and Optuna's own output (banners, hints, worker logs)."""
+    resume_force_unlock: bool = False
+    """Break the sweep's ``resume.lock`` whatever its state (its owner is known gone)."""
 
     def __post_init__(self) -> None:
         for name in SWITCHES:
@@ -329,6 +334,10 @@ class SweepConfig:
         _count("repeats", self.repeats, 1)
         _count("seed", self.seed, 0)
         _choice("mode", self.mode, ("head", "full"))
+        if self.seeds[-1] > MAX_SEED:
+            raise ConfigError(
+                f"seed={self.seed} repeats={self.repeats}: the seeds run to {self.seeds[-1]}, past "
+                f"{MAX_SEED} (2**32 - 1), the largest seed numpy and scikit-learn accept; lower seed")
 
     @property
     def seeds(self) -> list[int]:
@@ -382,6 +391,13 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
     try:
         recipe = get_recipe(method_name)
         recipe.params(method)  # every method setting checked now
+        fields = {f.name for f in dataclasses.fields(recipe.params_type)}
+        for name, knob in space.items():  # both ends of every knob, as far as no data decides
+            for value in knob.bounds() if name in fields else ():
+                try:
+                    recipe.params({**method, name: value})
+                except ValueError as exc:
+                    raise ConfigError(f"space.{name}={value!r}: {exc}") from None
         base = BaseSpec.from_mapping(dict(raw["base"]), head)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -409,6 +425,7 @@ def sweep_config(cfg: DictConfig, space_name: str) -> SweepConfig:
         space=space,
         dry_run=raw.get("dry_run", False),
         verbose=raw.get("verbose", False),
+        resume_force_unlock=raw.get("resume_force_unlock", False),
     )
 
 

@@ -144,7 +144,7 @@ def _imported_features(
     uri: str, store: FeatureStore
 ) -> tuple[str, str, FeatureSet, LinearClassifier | None]:
     from explore.console import Progress
-    from explore.store.imported import import_feature_dir, imported_feature_key
+    from explore.store.imported import import_classifier, import_feature_dir, imported_feature_key
 
     holder: dict[str, Any] = {}
 
@@ -162,8 +162,10 @@ def _imported_features(
         bar.note("reading the store")
         fset = store.get_or_build(key, build)  # verified; rebuilt when missing or corrupt
         bar.note(f"{sum(len(s.labels) for s in fset.splits.values())} samples")
-    # On a cache hit the classifier (part of the key) is read from the directory again.
-    given = holder["classifier"] if holder else import_feature_dir(uri)[1]
+    # On a cache hit only the classifier (part of the key) is read from the directory:
+    # the feature files were read once already, for the key's digest.
+    given = (holder["classifier"] if holder else
+             import_classifier(uri, fset.num_classes, fset.train.features.shape[1]))
     log.info("features: imported %s (key %s)", uri, key)
     return key, "imported", fset, given
 

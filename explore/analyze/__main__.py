@@ -2,7 +2,8 @@
 [--best-command]``
 
 Exit status 0 on success; 2 with a one-line ``error: ...`` on stderr for input the analysis
-cannot use (no Parquet files, not explore results, no ok rows, a bad ``--tolerance``), for
+cannot use (no Parquet files, not explore results, no ok rows, a bad ``--tolerance``), for an
+``--out`` that cannot be written, for
 any unreadable result file under ``--strict``, and for ``--best-command`` when there is no
 single recommendation to rerun. Without ``--strict`` each result file left out is named on
 stderr (``warning: ...``) and the others are analysed.
@@ -22,6 +23,7 @@ from pathlib import Path
 from explore.analyze.answer import DEFAULT_TOLERANCE
 from explore.analyze.load import AnalyzeError
 from explore.analyze.report import (
+    Analysis,
     best_command,
     check_tolerance,
     run_analysis,
@@ -52,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write(analysis: Analysis, out: Path, seed: int) -> Analysis:
+    """The output files, or an :class:`AnalyzeError` naming ``--out`` when they cannot be
+    written (a path under a file, no permission, a full or read-only disk)."""
+    try:
+        return write_outputs(analysis, out, seed=seed)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+        raise AnalyzeError(f"cannot write the analysis to --out {out}: "
+                           f"{e.strerror or e}{where}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.best_command:
             print(best_command(analysis))
             return 0
-        analysis = write_outputs(analysis, args.out, seed=args.seed)
+        analysis = _write(analysis, args.out, args.seed)
     except AnalyzeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -115,11 +115,11 @@ def normalize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_json(uri: str) -> dict[str, Any] | None:
+    from explore.store.documents import read_json
+
     try:
-        fs, path = storage.resolve(uri)
-        with fs.open_input_file(path) as f:
-            data = json.loads(f.read_buffer(f.size()).to_pybytes())
-    except (OSError, ValueError):
+        data = read_json(uri, "reading a sweep config")
+    except (OSError, ValueError):  # missing, unreadable or corrupt: the rows still analyse
         return None
     return data if isinstance(data, dict) else None
 

@@ -39,7 +39,8 @@ from torch import nn
 
 from explore.backbone.models import ARCHITECTURES, load_batch, unwrap
 from explore.data.types import ImageSplit
-from explore.training.plugins import Plugins
+from explore.methods.baselines import cross_entropy_loss
+from explore.plugins import Plugins
 
 __all__ = [
     "BackboneTrainConfig",
@@ -196,11 +197,6 @@ def _flip_crop(x: torch.Tensor, rng: np.random.Generator, pad: int = 4) -> torch
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-    """Default loss: cross-entropy with class-index or probability targets."""
-    return F.cross_entropy(logits, targets)
-
-
 def _distributed(world_size: int) -> bool:
     return world_size > 1 and dist.is_available() and dist.is_initialized()
 
@@ -226,6 +222,8 @@ def _make_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         "scaler": scaler.state_dict(),
         "plugin_parameters": [p.detach().cpu().clone() for p in plugins.parameters],
         "plugin_records": copy.deepcopy(plugins.records),
+        "plugin_state": (copy.deepcopy(plugins.state_dict())
+                         if plugins.state_dict is not None else None),
         "epoch": epoch,
         "metrics": dict(metrics),
         "config": cfg.as_dict(),
@@ -252,6 +250,15 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
         for p, v in zip(plugins.parameters, saved, strict=True):
             p.copy_(v)
     plugins.records.update(copy.deepcopy(state.get("plugin_records", {})))
+    saved_state = state.get("plugin_state")
+    if plugins.load_state_dict is not None:
+        if saved_state is None:  # silently starting the plug-ins afresh would change the run
+            raise ValueError("start_state holds no plug-in state but the plug-ins keep one; it "
+                             "was saved by another method or an older explore: start afresh")
+        plugins.load_state_dict(copy.deepcopy(saved_state))
+    elif saved_state is not None:
+        raise ValueError("start_state holds a plug-in state but the plug-ins keep none; resume "
+                         "with the same method")
     return int(state["epoch"]) + 1
 
 
@@ -269,7 +276,7 @@ def _train_epoch(model: nn.Module, train: ImageSplit, batches: list[np.ndarray],
     """One pass over this rank's batches; returns loss/accuracy averaged over all ranks."""
     model.train()
     pre = unwrap(model).preprocess
-    loss_fn = plugins.loss or _cross_entropy
+    loss_fn = plugins.loss or cross_entropy_loss
     use_amp = cfg.amp and device.type == "cuda"
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, correct, n
     for step, idx in enumerate(batches, 1):

@@ -61,7 +61,7 @@ import torch
 from explore.backbone.loop import BackboneTrainConfig, train_backbone
 from explore.backbone.models import ModelSpec
 from explore.data.types import ImageSplit
-from explore.training.plugins import Plugins
+from explore.plugins import Plugins
 
 __all__ = ["BackboneJobError", "STATE_FILE", "load_checkpoint_state", "run_backbone_job",
            "torch_backend", "worker_device"]

@@ -46,6 +46,9 @@ from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
 from explore.splits import Split
 
+PAPER_AUX_BASE_COUNT = 5
+"""The paper's auxiliary classes per head target."""
+
 
 @dataclass(frozen=True)
 class NSParams:
@@ -56,9 +59,10 @@ class NSParams:
     {0.01, 0.1, 0.2, 0.3, 0.5, 1.0}; 1 is plain balanced softmax CE."""
     aux_per_class_cap: int = 50
     """At most this many samples of each auxiliary class per epoch (paper: 50)."""
-    aux_base_count: int = 5
+    aux_base_count: int | None = PAPER_AUX_BASE_COUNT
     """Auxiliary classes per *head* target; medium and tail targets get this times
-    ⌈N_h/N_m⌉ and ⌈N_h/N_t⌉ (paper's ablation default: 5 per target)."""
+    ⌈N_h/N_m⌉ and ⌈N_h/N_t⌉ (paper's ablation default: 5 per target). None: resolved from
+    the auxiliary pool by :func:`fitting_base_count` (the bundled config's choice)."""
     max_aux_per_target: int | None = None
     """Optional cap on auxiliary classes per target (the tail ratio can be large);
     None = no cap."""
@@ -74,8 +78,8 @@ class NSParams:
         _check_lambda_s(self.lambda_s)
         if self.aux_per_class_cap < 1:
             raise ValueError(f"aux_per_class_cap must be >= 1, got {self.aux_per_class_cap}")
-        if self.aux_base_count < 0:
-            raise ValueError(f"aux_base_count must be >= 0, got {self.aux_base_count}")
+        if self.aux_base_count is not None and self.aux_base_count < 0:
+            raise ValueError(f"aux_base_count must be >= 0 or None, got {self.aux_base_count}")
         if self.max_aux_per_target is not None and self.max_aux_per_target < 0:
             raise ValueError(
                 f"max_aux_per_target must be >= 0 or None, got {self.max_aux_per_target}"
@@ -260,6 +264,18 @@ def select_aux_classes(
             parents.setdefault(int(a), []).append(t)
     pool_ids = sorted(parents)
     return pool_ids, [tuple(sorted(set(parents[a]))) for a in pool_ids]
+
+
+def fitting_base_count(largest_ratio: int, pool_size: int,
+                       paper: int = PAPER_AUX_BASE_COUNT) -> int:
+    """The base count when none is given: the paper's 5, lowered until the largest target's
+    count (base × its ratio) fits in the pool of auxiliary classes, and at least 1. A pool
+    too small for the paper's count (Fashion-MNIST-LT-open: 3 classes) keeps the ratio
+    between head, medium and tail targets instead of giving every target the whole pool."""
+    if largest_ratio < 1 or pool_size < 0:
+        raise ValueError(f"need largest_ratio >= 1 and pool_size >= 0, got {largest_ratio}, "
+                         f"{pool_size}")
+    return max(1, min(paper, pool_size // largest_ratio))
 
 
 def aux_per_target_counts(

@@ -104,8 +104,8 @@ class SWRMParams(WindowParams):
     """Knobs of SWRM (t-SNE similarity coordinates, fixed weights and margins)."""
 
     tsne_perplexity: float = 30.0
-    """t-SNE perplexity for the 1-D projection of the C prototypes; clamped to C − 1
-    when C is small (sklearn needs perplexity < number of points)."""
+    """t-SNE perplexity for the 1-D projection of the C prototypes; capped at (C − 1)/3
+    (:func:`effective_perplexity`: near C − 1 the embedding collapses to a point)."""
     tsne_learning_rate: float | None = None
     """t-SNE learning rate; None = :func:`tsne_learning_rate` (C/8, capped at 50)."""
 
@@ -336,9 +336,11 @@ def tsne_coordinates(
     """1-D t-SNE coordinates of the C class prototypes (SWRM's similarity modelling).
 
     Uses ``sklearn.manifold.TSNE(n_components=1, init="pca")`` with
-    ``random_state=seed``. The perplexity is clamped to C − 1 (see
-    :func:`effective_perplexity`, which the caller should record); ``learning_rate``
-    defaults to :func:`tsne_learning_rate`. Returns a float64 array of shape (C,).
+    ``random_state=seed``. With the PCA start the coordinates come out the same for every
+    seed (measured: docs/methods.md#swrm-similarity-coordinates). The perplexity is capped at
+    (C − 1)/3 (see :func:`effective_perplexity`, which the caller should record);
+    ``learning_rate`` defaults to :func:`tsne_learning_rate`. Returns a float64 array of
+    shape (C,).
     """
     from sklearn.manifold import TSNE  # scikit-learn is slow to import; only SWRM needs it
 

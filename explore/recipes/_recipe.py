@@ -43,6 +43,10 @@ Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 P = TypeVar("P")
 _CPU = torch.device("cpu")
 
+MAX_MAGNITUDE = 1e6
+"""No number a method takes is larger in magnitude (or not finite): the maths runs in
+float32, where e.g. β = 1e308 makes every margin infinite and every trial fail."""
+
 
 class RecipeError(ValueError):
     """Parameters that do not fit the method or the data; the message names the knob."""
@@ -67,6 +71,11 @@ class Recipe(Generic[P]):
         if unknown:
             raise RecipeError(f"{self.name}: unknown parameter(s) {unknown}; allowed: "
                               f"{', '.join(sorted(allowed))}")
+        for key, value in settings.items():
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and not abs(value) <= MAX_MAGNITUDE):
+                raise RecipeError(f"{self.name}: {key}={value!r} must be a finite number of "
+                                  f"magnitude <= {MAX_MAGNITUDE:g}")
         try:
             return typing.cast(P, self.params_type(**settings))
         except (TypeError, ValueError) as exc:

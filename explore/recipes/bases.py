@@ -42,9 +42,9 @@ from explore.methods.baselines import (
     tau_normalize,
 )
 from explore.methods.prototypes import class_means
+from explore.plugins import LossFn, Plugins, SampleFn
 from explore.recipes._recipe import BaseRecipe, RecipeError, ReferenceRecipe, Splits
 from explore.training.head import HeadTrainConfig, fit_heads, seeded_linear
-from explore.training.plugins import LossFn, Plugins, SampleFn
 
 __all__ = ["BalancedSoftmaxRecipe", "BaseSpec", "CERecipe", "CRTRecipe", "LWSRecipe",
            "LogitAdjustmentRecipe", "NCMRecipe", "NoParams", "TauNormRecipe",

@@ -41,6 +41,7 @@ from explore.methods.lfm import (
     text_distance,
     unit_text_rows,
 )
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError, ReferenceRecipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
@@ -49,7 +50,6 @@ from explore.training.full import FullPlan, FullSetup
 from explore.training.head import DeviceRows, HeadTrainConfig, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit, SeedResult
-from explore.training.plugins import Plugins
 
 __all__ = ["LFMRecipe", "LFMTrialParams", "TextCosineClassifier", "initial_projection",
            "lfm_plugins"]
@@ -255,8 +255,11 @@ class LFMRecipe(Recipe[LFMTrialParams]):
     knobs = ("alpha", "tau")
 
     def own_reference(self, params: LFMTrialParams) -> ReferenceRecipe:
-        """The paper's control, ``cosine_ce``: the same cosine classifier, plain CE, no mixup."""
-        return ReferenceRecipe("cosine_ce", self, dataclasses.replace(params, mixup=False))
+        """The paper's control, ``cosine_ce``: the same cosine classifier, plain CE, no
+        mixup — plain CE also when the sweep uses MMS, so LFM + CE and LFM + MMS share one
+        control."""
+        return ReferenceRecipe("cosine_ce", self,
+                               dataclasses.replace(params, mixup=False, mms=False))
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
         _check_counts(facts.counts, params)

@@ -19,7 +19,6 @@ as in head mode.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +35,12 @@ from explore.methods.neighbor_silencing import (
     drop_aux_logits,
     epoch_indices,
     find_neighbors,
+    fitting_base_count,
     neighbor_matrix,
     select_aux_classes,
 )
 from explore.methods.prototypes import class_means
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
@@ -47,7 +48,6 @@ from explore.training.full import FullModeError, FullPlan, FullSetup
 from explore.training.head import DeviceRows, HeadData, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
-from explore.training.plugins import Plugins
 
 __all__ = ["NSProblem", "NSTrialParams", "NeighborSilencingRecipe", "TargetsAtTest",
            "build_ns_problem", "ns_plugins", "ns_training_split"]
@@ -138,17 +138,16 @@ def _aux_pool(fset: FeatureSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _read_map(uri: str) -> dict[str, list[str]]:
-    from explore.store.uri import resolve
+    from explore.store import StorageError
+    from explore.store.documents import read_json
 
-    fs, path = resolve(uri)
     try:
-        with fs.open_input_file(path) as f:
-            value = json.loads(f.read_buffer(f.size()).to_pybytes())
+        value = read_json(uri, "reading the neighbor map")
     except FileNotFoundError:
         raise RecipeError(f"neighbor_map {uri} does not exist; give a JSON file or set "
                           "neighbor_map=null") from None
-    except json.JSONDecodeError as exc:
-        raise RecipeError(f"neighbor_map {uri} is not valid JSON: {exc}") from None
+    except StorageError as exc:
+        raise RecipeError(f"neighbor_map: {exc}") from None
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(a, str) for a in v) for v in value.values()
     ):
@@ -173,7 +172,7 @@ def _neighbors_from_map(uri: str, targets: tuple[str, ...],
 
 def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tuple[str, ...],
                              aux: tuple[np.ndarray, np.ndarray, list[str]],
-                             ) -> tuple[list[list[int]], str]:
+                             ) -> tuple[list[list[int]], str, int]:
     from explore.text_encoder import class_text_features
 
     aux_x, aux_y, aux_names = aux
@@ -181,9 +180,12 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
     in_split = {s: data.split_of_class == s.value for s in Split}
     totals = ({s: int(mask.sum()) for s, mask in in_split.items()} if params.ratio_by == "classes"
               else {s: int(data.counts[mask].sum()) for s, mask in in_split.items()})
-    per_target = aux_per_target_counts(list(data.split_of_class), totals[Split.MANY],
-                                       totals[Split.MEDIUM], totals[Split.FEW],
-                                       params.aux_base_count, params.max_aux_per_target)
+    splits = (list(data.split_of_class), totals[Split.MANY], totals[Split.MEDIUM],
+              totals[Split.FEW])
+    base = params.aux_base_count
+    if base is None:  # resolved from the pool: see fitting_base_count
+        base = fitting_base_count(int(aux_per_target_counts(*splits, 1).max()), len(present))
+    per_target = aux_per_target_counts(*splits, base, params.max_aux_per_target)
     per_target = np.minimum(per_target, len(present))
     if params.neighbor_source == "text":
         target_emb, encoder = class_text_features(targets)
@@ -196,7 +198,7 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
                               len(present))
         source = "prototype"
     found = find_neighbors(target_emb, aux_emb, per_target.tolist())
-    return [[int(present[a]) for a in row] for row in found], source
+    return [[int(present[a]) for a in row] for row in found], source, base
 
 
 def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) -> NSProblem:
@@ -204,11 +206,12 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
     aux = _aux_pool(fset)
     aux_x, aux_y, aux_names = aux
     targets = tuple(fset.classes)
+    base: int | None = None
     if params.neighbor_map is not None:
         neighbors = _neighbors_from_map(params.neighbor_map, targets, aux_names)
         source = f"map:{params.neighbor_map}"
     else:
-        neighbors, source = _neighbors_by_similarity(params, data, targets, aux)
+        neighbors, source, base = _neighbors_by_similarity(params, data, targets, aux)
     pool_ids, parents = select_aux_classes(neighbors)
     aux_counts = np.bincount(aux_y, minlength=len(aux_names))
     empty = [aux_names[a] for a in pool_ids if aux_counts[a] == 0]
@@ -222,7 +225,7 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
     y = np.concatenate([np.asarray(data.train[1], np.int64), relabel[aux_y[keep]]])
     counts = np.concatenate([data.counts, np.minimum(aux_counts[pool_ids], params.aux_per_class_cap)])
     resolved = {"neighbor_source": source, "aux_classes": [aux_names[a] for a in pool_ids],
-                "aux_per_target": [len(n) for n in neighbors],
+                "aux_per_target": [len(n) for n in neighbors], "aux_base_count": base,
                 "aux_parents": [[targets[t] for t in p] for p in parents]}
     return NSProblem(x, y, L, counts, neighbor_matrix(L, parents),
                      tuple(aux_names[a] for a in pool_ids), resolved)

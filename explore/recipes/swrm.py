@@ -1,8 +1,9 @@
 """SWRM and DySWRM recipes (maths: :mod:`explore.methods.swrm`; docs/methods.md#swrm--dyswrm).
 
 SWRM: a classifier trained with the fixed SWR weights and SWM margins of eq. (4). The
-similarity coordinates are the 1-D t-SNE projection of the class prototypes, seeded with
-each repeat's seed (so the window order varies with the seed as between the paper's runs).
+similarity coordinates are the 1-D t-SNE projection of the class prototypes, given each
+repeat's seed; with t-SNE's PCA start they come out the same for every seed, so every
+repeat trains with the same window order (docs/methods.md#swrm-similarity-coordinates).
 The paper takes the prototypes from a CE-trained model; the cached features *are* the
 CE-trained backbone's, so the prototypes are the class means of the training features, in
 both modes.
@@ -24,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from explore.methods.baselines import cross_entropy_loss
 from explore.methods.prototypes import class_means
 from explore.methods.swrm import (
     DySWRMParams,
@@ -40,12 +41,12 @@ from explore.methods.swrm import (
     tsne_coordinates,
     tsne_learning_rate,
 )
+from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.training.full import FullPlan, FullSetup, method_start
 from explore.training.head import DeviceRows, seeded_linear, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
-from explore.training.plugins import Plugins
 
 __all__ = ["DRW_FRACTION", "DySWRMRecipe", "DySWRMTrialParams", "SWRMRecipe", "SWRMTrialParams",
            "dyswrm_plugins", "swrm_plugins"]
@@ -82,7 +83,7 @@ class DySWRMTrialParams(DySWRMParams, _Deferral):
     """DySWRM's knobs, the t-SNE settings of its warm start and its full-mode deferral."""
 
     tsne_perplexity: float = 30.0
-    """Perplexity of the t-SNE warm start (``init="tsne"`` only); clamped to C − 1."""
+    """Perplexity of the t-SNE warm start (``init="tsne"`` only); capped at (C − 1)/3."""
     tsne_learning_rate: float | None = None
     """t-SNE learning rate of the warm start; None = ``tsne_learning_rate(C)``."""
 
@@ -92,10 +93,6 @@ class DySWRMTrialParams(DySWRMParams, _Deferral):
         if not self.tsne_perplexity > 0 or (self.tsne_learning_rate is not None
                                             and not self.tsne_learning_rate > 0):
             raise ValueError("tsne_perplexity and tsne_learning_rate must be > 0")
-
-
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
@@ -109,7 +106,7 @@ def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         if epoch < start_epoch:
-            return _cross_entropy(logits, targets)
+            return cross_entropy_loss(logits.float(), targets)
         return swrm_loss(logits.float(), targets, w.to(logits.device), m.to(logits.device))
 
     size = np.abs(margins)  # with margin_sign="ldam" the margins are negated
@@ -162,7 +159,7 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         if epoch < start_epoch:
-            return _cross_entropy(logits, targets)
+            return cross_entropy_loss(logits.float(), targets)
         if confusion:
             with torch.no_grad():  # the model's confusions, for the epoch's update of s
                 probs = torch.softmax(logits.detach().double(), dim=1)
@@ -192,7 +189,21 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
         margins = m.abs() if params.margin_sign == "ldam" else m
         records.update(margin_mean=float(margins.mean()), margin_max=float(margins.max()))
 
-    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(s,), records=records)
+    # What a resume needs besides s and the records: the affinity EMA, Adam's moments of s
+    # and the class order the next epoch compares with.
+    def state_dict() -> dict[str, Any]:
+        return {"affinity": state["affinity"], "order": list(state["order"]),
+                "s_optimizer": s_optimizer.state_dict() if s_optimizer is not None else None}
+
+    def load_state_dict(saved: dict[str, Any]) -> None:
+        affinity = saved["affinity"]
+        state["affinity"] = None if affinity is None else affinity.to(device)
+        state["order"] = list(saved["order"])
+        if s_optimizer is not None:
+            s_optimizer.load_state_dict(saved["s_optimizer"])
+
+    return Plugins(loss=loss, on_epoch_end=on_epoch_end, parameters=(s,), records=records,
+                   state_dict=state_dict, load_state_dict=load_state_dict)
 
 
 def _all_reduce(*tensors: torch.Tensor) -> None:

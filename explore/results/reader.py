@@ -136,10 +136,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_one(found: ResultFile) -> tuple[pa.Table | None, str | None]:
-    """(table, None) or (None, problem line)."""
+    """(table, None) or (None, problem line). The whole file's checksum, when one was kept
+    beside it, is checked first: page checksums do not cover the footer."""
     try:
         with found.fs.open_input_file(found.path) as f:
-            table = pq.ParquetFile(f, page_checksum_verification=True).read()
+            data = f.read_buffer(f.size())
+        mismatch = _checksum_mismatch(found, data)
+        if mismatch:
+            return None, f"{found.uri}: corrupt ({mismatch})"
+        table = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True).read()
     except (OSError, pa.ArrowException, ValueError) as exc:
         return None, f"{found.uri}: unreadable ({_first_line(exc)})"
     missing = [c for c in NEEDED_COLUMNS if c not in table.column_names]
@@ -148,6 +153,28 @@ def _read_one(found: ResultFile) -> tuple[pa.Table | None, str | None]:
             f"{found.uri}: not explore results (missing columns: {', '.join(missing)})"
         )
     return table, None
+
+
+def _checksum_mismatch(found: ResultFile, data: pa.Buffer) -> str | None:
+    """Why the file differs from the checksum kept beside it (None: it matches, or none
+    was kept)."""
+    from explore.results.writer import CHECKSUMS_DIR, file_checksum
+    from explore.store.documents import read_json
+
+    path = PurePosixPath(found.path)
+    if path.parent.name != "results":
+        return None
+    try:
+        kept = read_json(storage.join(found.uri.rsplit("/", 1)[0], CHECKSUMS_DIR,
+                                      f"{path.stem}.json"), "reading a result checksum")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"its checksum file is unreadable: {_first_line(exc)}"
+    if kept.get("bytes") != data.size or kept.get("xxh3_128") != file_checksum(data):
+        return (f"{data.size} bytes whose xxh3-128 differs from the {kept.get('bytes')} bytes "
+                "written")
+    return None
 
 
 def _int_types(t: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:

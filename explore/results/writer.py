@@ -2,13 +2,14 @@
 
 A file is written in a single atomic step (temp file + rename locally, a single PUT on S3),
 so a crash never loses or half-writes finished rows, and a resumed sweep can tell what is
-done. Files carry Parquet page checksums, verified when read (:mod:`explore.results.reader`),
-so a corrupted file is reported, never averaged.
+done. Files carry Parquet page checksums, and an xxh3-128 checksum of the whole file is kept
+beside it (``results/_checksums/<name>.json``, hidden from Parquet readers by its ``_``), so a
+flipped bit anywhere — a page or the footer, where a column's name lives — is reported by
+:mod:`explore.results.reader`, never averaged or silently renamed.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +21,24 @@ import pyarrow.parquet as pq
 from explore.results.layout import TRIAL_PREFIX, SweepLayout
 from explore.results.schema import arrow_schema
 from explore.store import uri as storage
+from explore.store.documents import write_bytes, write_json
 
-__all__ = ["delete_rows", "existing_names", "finished_trials", "read_file", "rows_to_table",
-           "write_rows"]
+__all__ = ["CHECKSUMS_DIR", "checksum_uri", "delete_rows", "existing_names", "file_checksum",
+           "finished_trials", "read_file", "rows_to_table", "write_rows"]
+
+CHECKSUMS_DIR = "_checksums"
+"""Beside the result files; Parquet dataset readers (pyarrow, pandas) skip ``_`` names."""
+
+
+def file_checksum(data: Any) -> str:
+    import xxhash
+
+    return str(xxhash.xxh3_128_hexdigest(memoryview(data)))
+
+
+def checksum_uri(results_uri: str, name: str) -> str:
+    """Where the whole-file checksum of result file ``name`` (without .parquet) lives."""
+    return storage.join(results_uri, CHECKSUMS_DIR, f"{name}.json")
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -40,29 +56,30 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 
 
 def write_rows(layout: SweepLayout, name: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Atomically write ``rows`` as ``<results>/<name>.parquet``; returns its URI."""
-    fs, root = storage.resolve(layout.results)
-    path = f"{root}/{name}.parquet"
-    table = rows_to_table(rows)
-    try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            fs.create_dir(root, recursive=True)
-            tmp = f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(table, tmp, filesystem=fs, write_page_checksum=True)
-            fs.move(tmp, path)  # rename: readers see the old file or the whole new one
-        else:
-            pq.write_table(table, path, filesystem=fs, write_page_checksum=True)  # one PUT
-    except OSError as exc:
-        raise storage.describe_failure(exc, layout.results, "writing results") from None
+    """Atomically write ``rows`` as ``<results>/<name>.parquet``, then its checksum; returns
+    its URI. (A crash between the two leaves a file without a checksum: read unverified,
+    as files written before checksums were kept.)"""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows_to_table(rows), sink, write_page_checksum=True)
+    data = sink.getvalue()
+    _delete(checksum_uri(layout.results, name))  # a rewrite never meets a stale checksum
+    write_bytes(layout.result_file(name), data.to_pybytes(), "writing results")
+    write_json(checksum_uri(layout.results, name),
+               {"xxh3_128": file_checksum(data), "bytes": data.size}, "writing results")
     return layout.result_file(name)
 
 
-def delete_rows(layout: SweepLayout, name: str) -> None:
-    fs, root = storage.resolve(layout.results)
+def _delete(uri: str) -> None:
+    fs, path = storage.resolve(uri)
     try:
-        fs.delete_file(f"{root}/{name}.parquet")
+        fs.delete_file(path)
     except (FileNotFoundError, OSError):
         pass
+
+
+def delete_rows(layout: SweepLayout, name: str) -> None:
+    _delete(layout.result_file(name))
+    _delete(checksum_uri(layout.results, name))
 
 
 def existing_names(layout: SweepLayout) -> set[str]:

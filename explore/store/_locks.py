@@ -324,10 +324,15 @@ class LockHeldError(RuntimeError):
 
 
 def take_exclusive(root_uri: str, relative_path: str, what: str,
-                   policy: LockPolicy | None = None) -> HeldLock:
+                   policy: LockPolicy | None = None, *, force: bool = False) -> HeldLock:
     """Hold the lock ``relative_path`` under ``root_uri`` (local or S3) for ``what``, with a
-    heartbeat, or raise :class:`LockHeldError` naming its live holder. A lock whose owner is
-    gone (or stale) is broken first, as build locks are."""
+    heartbeat, or raise :class:`LockHeldError` naming its live holder.
+
+    The heartbeat makes the lock a lease: its owner renews it every ``heartbeat_s``, and a
+    lock not renewed for ``stale_after_s`` (on the wall clock of its body, wherever the
+    owner ran: another host, a container, a previous boot) is broken, as is one whose owner
+    is a dead process of this host. ``force`` breaks a lock whatever its state (the user
+    said its owner is gone)."""
     policy = policy or LockPolicy(heartbeat_s=10.0, stale_after_s=120.0, poll_s=0.5,
                                   wait_timeout_s=0.0)
     storage = Storage(root_uri, check=False)
@@ -341,14 +346,22 @@ def take_exclusive(root_uri: str, relative_path: str, what: str,
         if state is None:
             continue
         token, info = state
-        if owner_is_gone(info):
-            with storage.errors("breaking a stale lock", lock.path):
-                lock.lock.break_stale(token)
-            log.warning("broke the lock of %s: its owner, %s, is no longer running", what,
-                        BuildLock._holder(info))
-            continue
-        created = info.get("created")
-        since = (f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}"
-                 if isinstance(created, (int, float)) else "")
-        raise LockHeldError(f"{what} is held by {BuildLock._holder(info)}{since}")
+        beat = info.get("heartbeat")
+        age = time.time() - beat if isinstance(beat, (int, float)) else None
+        if force:
+            reason = "forced by the user"
+        elif owner_is_gone(info):
+            reason = "is no longer running"
+        elif age is not None and age > policy.stale_after_s:
+            reason = f"stopped renewing it {age:.0f}s ago"
+        else:
+            created = info.get("created")
+            since = (f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(created))}"
+                     if isinstance(created, (int, float)) else "")
+            renewed = f", renewed {age:.0f}s ago" if age is not None else ""
+            raise LockHeldError(f"{what} is held by {BuildLock._holder(info)}{since}{renewed}")
+        with storage.errors("breaking a stale lock", lock.path):
+            lock.lock.break_stale(token)
+        log.warning("broke the lock of %s: its owner, %s, %s", what, BuildLock._holder(info),
+                    reason)
     raise LockHeldError(f"{what} is held by another process")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import unicodedata
 import zipfile
 
 import numpy as np
@@ -43,6 +44,7 @@ from explore.store.uri import describe_failure, join, resolve
 __all__ = [
     "FeatureImportError",
     "digest_feature_dir",
+    "import_classifier",
     "import_feature_dir",
     "imported_feature_key",
 ]
@@ -73,8 +75,32 @@ def _read(fs: pafs.FileSystem, path: str, uri: str) -> bytes | None:
         raise describe_failure(exc, uri, "reading an imported feature file") from None
 
 
+def _check_claimed_sizes(data: bytes, required: tuple[str, ...]) -> None:
+    """Each array's header (shape × item size) against the bytes the member holds, before
+    anything is allocated: a header claiming a huge array is an error, not a MemoryError."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in required:
+            try:
+                info = archive.getinfo(f"{name}.npy")
+            except KeyError:
+                continue  # reported as missing by the caller
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    continue  # np.load checks what it reads
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(f)
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                held = info.file_size - f.tell()
+            if claimed > held:
+                raise ValueError(f"array {name!r} claims shape {shape} of {dtype} = {claimed} "
+                                 f"bytes but holds {held}: a damaged or forged header")
+
+
 def _load_npz(data: bytes, uri: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
     try:
+        _check_claimed_sizes(data, required)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [a for a in required if a not in npz.files]
             if missing:
@@ -83,11 +109,11 @@ def _load_npz(data: bytes, uri: str, required: tuple[str, ...]) -> dict[str, np.
                     f"np.savez(path, {', '.join(f'{a}=...' for a in required)})"
                 )
             return {a: npz[a] for a in required}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, MemoryError) as exc:
         if isinstance(exc, FeatureImportError):
             raise
         raise FeatureImportError(
-            f"{uri} is not a readable .npz without pickled objects ({exc})"
+            f"{uri} is not a readable .npz without pickled objects ({exc or type(exc).__name__})"
         ) from None
 
 
@@ -183,10 +209,7 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
     classes_data = _read(fs, f"{root}/{CLASSES_FILE}", join(uri, CLASSES_FILE))
     max_label = max(int(y.max()) for _, y in raw.values())
     if classes_data is not None:
-        try:
-            lines = classes_data.decode("utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise FeatureImportError(f"{join(uri, CLASSES_FILE)} is not UTF-8 text") from None
+        lines = _name_lines(classes_data, join(uri, CLASSES_FILE))
         classes = tuple(line.strip() for line in lines if line.strip())
         if len(classes) != len([line for line in lines if line.strip()]) or len(
             set(classes)
@@ -219,23 +242,8 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
             "have no training samples; drop them (relabel) or add samples"
         )
 
-    classifier = None
     clf_data = _read(fs, f"{root}/{CLASSIFIER_FILE}", join(uri, CLASSIFIER_FILE))
-    if clf_data is not None:
-        where = join(uri, CLASSIFIER_FILE)
-        arrays = _load_npz(clf_data, where, ("weight", "bias"))
-        w, b = arrays["weight"], arrays["bias"]
-        if w.shape != (num_classes, d) or b.shape != (num_classes,):
-            raise FeatureImportError(
-                f"{where}: weight must be (C, d) = ({num_classes}, {d}) and bias ({num_classes},), "
-                f"got {w.shape} and {b.shape}"
-            )
-        try:
-            classifier = LinearClassifier(w, b)
-        except ValueError as exc:
-            raise FeatureImportError(f"{where}: {exc}") from None
-        if not (np.isfinite(classifier.weight).all() and np.isfinite(classifier.bias).all()):
-            raise FeatureImportError(f"{where}: classifier weight/bias contain NaN or inf")
+    classifier = _classifier(clf_data, join(uri, CLASSIFIER_FILE), num_classes, d)
 
     aux_data = _read(fs, f"{root}/{AUX_FILE}", join(uri, AUX_FILE))
     aux_names_data = _read(fs, f"{root}/{AUX_CLASSES_FILE}", join(uri, AUX_CLASSES_FILE))
@@ -274,11 +282,54 @@ def import_feature_dir(uri: str) -> tuple[FeatureSet, LinearClassifier | None]:
     return FeatureSet(splits=splits, classes=classes, meta=meta), classifier
 
 
-def _class_names(data: bytes, where: str) -> tuple[str, ...]:
+def import_classifier(uri: str, num_classes: int, dim: int) -> LinearClassifier | None:
+    """The directory's ``classifier.npz`` alone (None when there is none), checked against
+    features of ``num_classes`` × ``dim``: what a cache hit needs, without reading the
+    feature files again."""
+    fs, root = _feature_dir(uri)
+    data = _read(fs, f"{root}/{CLASSIFIER_FILE}", join(uri, CLASSIFIER_FILE))
+    return _classifier(data, join(uri, CLASSIFIER_FILE), num_classes, dim)
+
+
+def _classifier(data: bytes | None, where: str, num_classes: int, d: int) -> LinearClassifier | None:
+    if data is None:
+        return None
+    arrays = _load_npz(data, where, ("weight", "bias"))
+    w, b = arrays["weight"], arrays["bias"]
+    if w.shape != (num_classes, d) or b.shape != (num_classes,):
+        raise FeatureImportError(
+            f"{where}: weight must be (C, d) = ({num_classes}, {d}) and bias ({num_classes},), "
+            f"got {w.shape} and {b.shape}"
+        )
     try:
-        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+        classifier = LinearClassifier(w, b)
+    except ValueError as exc:
+        raise FeatureImportError(f"{where}: {exc}") from None
+    if not (np.isfinite(classifier.weight).all() and np.isfinite(classifier.bias).all()):
+        raise FeatureImportError(f"{where}: classifier weight/bias contain NaN or inf")
+    return classifier
+
+
+def _name_lines(data: bytes, where: str) -> list[str]:
+    """The lines of a class-names file, split on newlines only: a name holding another line
+    break (U+2028, a form feed...) is an error naming the file, not two classes."""
+    try:
+        lines = data.decode("utf-8").split("\n")
     except UnicodeDecodeError:
         raise FeatureImportError(f"{where} is not UTF-8 text") from None
+    lines = [line.removesuffix("\r") for line in lines]
+    for number, line in enumerate(lines, 1):
+        odd = [c for c in line if c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        if odd:
+            raise FeatureImportError(
+                f"{where} line {number}: the class name {line.strip()!r} holds "
+                f"U+{ord(odd[0]):04X} ({unicodedata.name(odd[0], 'a control character')}); "
+                "one class name per line, lines ending in \\n")
+    return lines
+
+
+def _class_names(data: bytes, where: str) -> tuple[str, ...]:
+    lines = [line.strip() for line in _name_lines(data, where) if line.strip()]
     if len(set(lines)) != len(lines):
         raise FeatureImportError(f"{where} has duplicate class names; make them unique")
     return tuple(lines)

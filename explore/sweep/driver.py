@@ -14,10 +14,10 @@ import dataclasses
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explore import __version__
-from explore.config import SweepConfig
+from explore.config import SWITCHES, SweepConfig
 from explore.recipes import get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
@@ -26,7 +26,10 @@ from explore.sweep import resume, scheduling
 from explore.sweep.context import FullTrialContext, HeadTrialContext, TrialContext
 from explore.sweep.plan import DataSummary, SweepPlan, check_mode, plan_sweep
 
-__all__ = ["SweepFailedError", "code_version", "run"]
+if TYPE_CHECKING:
+    from explore.pipeline import Prepared
+
+__all__ = ["SweepFailedError", "close", "code_version", "run", "trial_context"]
 
 log = logging.getLogger("explore")
 
@@ -56,7 +59,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.sweep.tuning import SweepInterruptedError, run_trials
 
     overrides = list(overrides or [])
-    raw = {k: v for k, v in raw.items() if k not in ("dry_run", "verbose")}  # not the sweep's
+    raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
     layout, resuming = resume.locate(cfg)
     store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
     stored: dict[str, Any] = {}
@@ -71,7 +74,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             tuple(found.steps))).render(), flush=True)
         return layout.results
     check_mode(cfg, recipe)  # before Ray starts
-    with resume.locked(layout, resuming):
+    with resume.locked(layout, resuming, force=cfg.resume_force_unlock):
         init_ray(cfg.verbose)
         prepared = prepare(cfg, recipe, store)
         reference = prepared.reference
@@ -119,7 +122,7 @@ def trial_context(sweep: SweepPlan, provenance: Provenance) -> TrialContext:
     return HeadTrialContext(**shared)
 
 
-def _write_reference_rows(ctx: TrialContext, prepared: Any) -> None:
+def _write_reference_rows(ctx: TrialContext, prepared: Prepared) -> None:
     """The reference model's rows, one per seed, once per sweep (a resume keeps them).
     It is a head on the CE backbone's cached features, in either mode."""
     reference = prepared.reference

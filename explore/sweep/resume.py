@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from explore.config import ConfigError, SweepConfig, sweep_config
+from explore.config import SWITCHES, ConfigError, SweepConfig, sweep_config
 from explore.results import writer
 from explore.results.layout import SweepLayout
 from explore.store import StorageError
@@ -36,7 +36,7 @@ SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*-\d{8}-\d{6}-[0-9a-f]{4,16}")
 """``<space>-<YYYYmmdd>-<HHMMSS>-<hex>``: the ids :func:`new_sweep_id` makes (earlier
 versions used 4 hex digits)."""
 
-_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri", "dry_run", "verbose")
+_RESUME_MAY_CHANGE = ("num_samples", "resume", "storage_uri", *SWITCHES)
 
 
 def new_sweep_id(space_name: str) -> str:
@@ -79,15 +79,16 @@ def load_config(layout: SweepLayout) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def locked(layout: SweepLayout, resuming: bool) -> Iterator[None]:
-    """One resume of a sweep at a time (a new sweep's id is its own)."""
+def locked(layout: SweepLayout, resuming: bool, force: bool = False) -> Iterator[None]:
+    """One resume of a sweep at a time (a new sweep's id is its own); ``force`` breaks a
+    lock the user knows to be stale (``resume_force_unlock=true``)."""
     if not resuming:
         yield
         return
     from explore.sweep.study import SweepLock
 
     lock = SweepLock(layout)
-    lock.acquire()
+    lock.acquire(force=force)
     try:
         yield
     finally:
@@ -131,7 +132,8 @@ def resumed_config(cfg: SweepConfig, layout: SweepLayout, stored: dict[str, Any]
     except ConfigError as exc:
         raise ConfigError(f"{layout.config}: {exc}") from None
     # This command's switches, not the stored run's.
-    resumed = dataclasses.replace(resumed, dry_run=cfg.dry_run, verbose=cfg.verbose)
+    resumed = dataclasses.replace(resumed, dry_run=cfg.dry_run, verbose=cfg.verbose,
+                                  resume_force_unlock=cfg.resume_force_unlock)
     return resumed, raw
 
 

@@ -24,22 +24,34 @@ log = logging.getLogger("explore")
 
 class SweepLock:
     """One resume at a time: ``<sweep>/resume.lock`` (local O_EXCL file or S3 conditional
-    PUT), broken at once when its owner is a dead process on this host."""
+    PUT), a lease its owner renews every 10 s. It is broken when its owner is a dead
+    process on this host, or when it has not been renewed for 2 minutes, wherever its owner
+    ran (a lost node, an evicted pod, a reboot); ``resume_force_unlock=true`` breaks it
+    whatever its state."""
+
+    FORCE = "resume_force_unlock=true"
+    """The override that breaks a lock the user knows to be stale."""
 
     def __init__(self, layout: SweepLayout) -> None:
         self.layout = layout
         self._held: Any = None
 
-    def acquire(self) -> None:
+    @property
+    def relative_path(self) -> str:
+        return f"sweeps/{self.layout.sweep_id}/resume.lock"
+
+    def acquire(self, force: bool = False) -> None:
         from explore.config import ConfigError
         from explore.store import LockHeldError, take_exclusive
 
         try:
-            self._held = take_exclusive(self.layout.storage_uri,
-                                        f"sweeps/{self.layout.sweep_id}/resume.lock",
-                                        f"sweep {self.layout.sweep_id}")
+            self._held = take_exclusive(self.layout.storage_uri, self.relative_path,
+                                        f"sweep {self.layout.sweep_id}", force=force)
         except LockHeldError as exc:
-            raise ConfigError(f"resume: {exc}; wait for that run to end (or stop it)") from None
+            where = storage.join(self.layout.root, "resume.lock")
+            raise ConfigError(
+                f"resume: {exc}; wait for that run to end (or stop it), or, if it no longer "
+                f"runs, add {self.FORCE} to break {where}") from None
 
     def release(self) -> None:
         if self._held is not None:

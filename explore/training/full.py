@@ -3,7 +3,7 @@
 Head mode trains a classifier on the cached features of a CE-trained backbone; full mode
 trains the whole backbone with the method, as the papers do. This module knows no method:
 a recipe turns its params into a :class:`FullPlan` per seed (what to train on, how many
-outputs, and a picklable factory of its :class:`~explore.training.plugins.Plugins`, the
+outputs, and a picklable factory of its :class:`~explore.plugins.Plugins`, the
 same plug-ins its head mode uses), and :func:`run_full_seeds` trains each seed as one Ray
 Train run of the one backbone loop (:func:`explore.backbone.loop.train_backbone`).
 
@@ -30,11 +30,11 @@ from explore.backbone.loop import BackboneTrainConfig
 from explore.backbone.models import load_batch
 from explore.data.types import ImageSplit, LongTailDataset
 from explore.evaluation import evaluate_logits
+from explore.plugins import Plugins
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.training.head import HeadTrainConfig
 from explore.training.outcome import SeedResult
-from explore.training.plugins import Plugins
 
 __all__ = ["FullModeError", "FullPlan", "FullSetup", "method_start", "run_full_seeds"]
 

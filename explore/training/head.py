@@ -1,6 +1,6 @@
 """The one training loop for every head trained on cached features.
 
-Methods change it only through :class:`~explore.training.plugins.Plugins` (loss, epoch
+Methods change it only through :class:`~explore.plugins.Plugins` (loss, epoch
 sampler, batch mixing, per-epoch update, extra parameters), never through a copy of the
 loop. The loop stays visible: setup → epochs → validation → best-epoch selection. Heads
 are small: the seeds of a configuration train either one after the other or stacked as one
@@ -26,8 +26,8 @@ from torch import nn
 
 from explore.evaluation import evaluate_logits
 from explore.methods.baselines import cross_entropy_loss
+from explore.plugins import Plugins
 from explore.training.outcome import SeedResult
-from explore.training.plugins import Plugins
 from explore.training.tensors import to_device
 
 __all__ = [

@@ -23,8 +23,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from explore.methods.baselines import cross_entropy_loss
+from explore.plugins import Plugins
 from explore.training import head as loop
-from explore.training.plugins import Plugins
 
 __all__ = ["SeedStack", "fit_stacked"]
 

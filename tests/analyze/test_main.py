@@ -210,3 +210,13 @@ def test_from_s3_with_sweep_json(s3_bucket, store, tmp_path, capsys):
     assert "space.k=8 space.distance=cosine" in out
     # storage_uri comes from sweep.json (where the sweep ran and its caches are)
     assert out.strip().endswith(f"storage_uri={store}")
+
+
+def test_an_unwritable_out_is_a_one_line_error(store, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    _one_line_error(*_run([str(store), "--out", str(a_file / "analysis")], capsys),
+                    f"cannot write the analysis to --out {a_file / 'analysis'}", "Not a directory")
+    _one_line_error(*_run([str(store), "--out", str(a_file)], capsys),
+                    f"--out {a_file}", "exists")
+    assert a_file.read_text() == "not a directory"

@@ -182,3 +182,28 @@ def test_recommend_rejects_tolerance_outside_0_100():
     for bad in (0.0, -1.0, 100.0, 150.0, float("nan")):
         with pytest.raises(ValueError, match=r"tolerance must be in \(0, 100\) points"):
             recommend(g.summary, g.comparisons, bad)
+
+
+def test_validation_not_test_decides_where_they_disagree():
+    """Rows where selecting on test would pick differently at both steps of the rule:
+    "val_few" has the best validation few but a poor test few; "test_few" the reverse;
+    "test_only" has the best test few and loses 0.5 overall on test, but 3 points on
+    validation (not eligible). Validation picks val_few; test would pick test_only."""
+    ref = rows_for("s1", "crt", trial_id="crt", test={"few": [10, 10, 10], "overall": [45, 45, 45]},
+                   val={"few": [10, 10, 10], "overall": [45, 45, 45]})
+    val_few = rows_for("s1", "alphanet", base="crt", trial_id="t1", knobs={"k": 3},
+                       test={"few": [12, 13, 14], "overall": [45, 45, 45]},
+                       val={"few": [30, 30, 30], "overall": [45, 45, 45]})
+    test_few = rows_for("s1", "alphanet", base="crt", trial_id="t2", knobs={"k": 4},
+                        test={"few": [25, 26, 27], "overall": [45, 45, 45]},
+                        val={"few": [20, 20, 20], "overall": [45, 45, 45]})
+    test_only = rows_for("s1", "alphanet", base="crt", trial_id="t3", knobs={"k": 5},
+                         test={"few": [40, 41, 42], "overall": [44.5, 44.5, 44.5]},
+                         val={"few": [35, 35, 35], "overall": [42, 42, 42]})
+    (g,), _ = analyse(_frame(ref, val_few, test_few, test_only), tolerance=1.0)
+    rec = g.recommendation
+    assert g.line(rec.chosen)["label"] == "alphanet(crt) k=3"
+    assert {g.line(c)["label"] for c in rec.eligible} == {"alphanet(crt) k=3", "alphanet(crt) k=4"}
+    # all three beat the base on few on test; the rule still goes by validation
+    assert {g.line(c)["label"] for c in rec.beating} == {
+        "alphanet(crt) k=3", "alphanet(crt) k=4", "alphanet(crt) k=5"}

@@ -19,7 +19,7 @@ from explore.backbone import (
     weights_digest,
 )
 from explore.backbone.loop import _rank_indices
-from explore.training.plugins import Plugins
+from explore.plugins import Plugins
 from tests.backbone.images import bars, fresh_cnn
 
 FAST = BackboneTrainConfig(epochs=3, batch_size=32, lr=0.05, weight_decay=0.0)

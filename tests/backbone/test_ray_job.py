@@ -11,7 +11,7 @@ import torch
 
 from explore.backbone import BackboneTrainConfig, ModelSpec, evaluate
 from explore.backbone.ray_job import STATE_FILE, run_backbone_job
-from explore.training.plugins import Plugins
+from explore.plugins import Plugins
 from tests.backbone.images import bars
 
 pytestmark = pytest.mark.ray

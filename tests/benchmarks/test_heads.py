@@ -26,13 +26,13 @@ from explore.methods.lfm import (
 )
 from explore.methods.neighbor_silencing import NSLoss, ns_loss
 from explore.methods.swrm import DySWRMParams, standardise, swrm_loss, swrm_terms
+from explore.plugins import Plugins
 from explore.recipes.lfm import TextCosineClassifier
 from explore.recipes.swrm import dyswrm_plugins
 from explore.splits import SplitThresholds
 from explore.text_encoder import class_text_features
 from explore.training.head import HeadTrainConfig, fit_head, predict_logits, top1
 from explore.training.inputs import TrialInputs
-from explore.training.plugins import Plugins
 from tests.support.torch_threads import one_torch_thread
 
 TINY = LongTailSize(num_classes=40, train_total=4634, d=16)

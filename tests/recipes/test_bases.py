@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from explore.evaluation import evaluate_logits
+from explore.plugins import Plugins
 from explore.recipes import RECIPES, BaseRecipe, get_recipe
 from explore.recipes._recipe import evaluate_classifier
 from explore.recipes.bases import BaseSpec, TauNormTrialParams, train_base
 from explore.splits import SplitThresholds
 from explore.training.head import HeadTrainConfig, fit_head
 from explore.training.inputs import TrialInputs
-from explore.training.plugins import Plugins
 from explore.training.posthoc import LinearClassifier
 from tests.support.synthetic import feature_arrays
 

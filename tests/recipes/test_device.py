@@ -88,8 +88,8 @@ def test_a_trial_on_cuda_matches_the_cpu(case, inputs, neighbor_map):
 def test_a_head_trained_on_cuda_keeps_its_logits_within_tolerance(inputs):
     """One linear head, seed by seed: the CUDA weights and logits equal the CPU ones
     within float tolerance, and the trained model is on the GPU."""
+    from explore.plugins import Plugins
     from explore.training.head import fit_heads, predict_logits, seeded_linear
-    from explore.training.plugins import Plugins
 
     train = (inputs.features.train.features, inputs.features.train.labels)
     val = (inputs.features.val.features, inputs.features.val.labels)

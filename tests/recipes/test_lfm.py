@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from explore.methods.lfm import pair_probabilities, sample_lambda, sample_pairs
+from explore.plugins import Plugins
 from explore.recipes import get_recipe
 from explore.recipes import lfm as lfm_recipe
 from explore.recipes.lfm import TextCosineClassifier, initial_projection
 from explore.text_encoder import class_text_features
 from explore.training.head import fit_head
 from explore.training.inputs import head_data
-from explore.training.plugins import Plugins
 from tests.recipes.conftest import FAST
 from tests.support.synthetic import CLASS_NAMES, COUNTS
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from explore.plugins import Plugins
 from explore.recipes import RECIPES, BaseRecipe, get_recipe
 from explore.recipes import lfm as lfm_recipe
 from explore.recipes import neighbor_silencing as ns_recipe
@@ -21,7 +22,6 @@ from explore.recipes.alphanet import train_alphanet
 from explore.recipes.bases import BaseSpec, train_base
 from explore.training.head import HeadTrainConfig, fit_heads, predict_logits, seeded_linear
 from explore.training.inputs import TrialInputs, splits_of
-from explore.training.plugins import Plugins
 from explore.training.posthoc import build_posthoc_inputs
 from tests.recipes.conftest import FAST
 

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from explore.methods.prototypes import class_means
 from explore.methods.swrm import tsne_coordinates
+from explore.plugins import Plugins
 from explore.recipes import get_recipe
 from explore.recipes import swrm as swrm_recipe
 from explore.recipes.bases import BaseSpec, train_base
 from explore.splits import SplitThresholds
 from explore.training.head import fit_head
 from explore.training.inputs import DataFacts, head_data
-from explore.training.plugins import Plugins
 from tests.recipes.conftest import FAST
 from tests.support.synthetic import CLASS_NAMES, COUNTS
 

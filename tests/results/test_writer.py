@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -52,11 +53,36 @@ def test_rewriting_a_file_replaces_it_and_leaves_no_temp_files(tmp_path):
     layout = SweepLayout(str(tmp_path), "s1")
     writer.write_rows(layout, "trial-a", [_row("a", 0)])
     writer.write_rows(layout, "trial-a", [_row("a", 0), _row("a", 1)])
-    files = sorted(p.name for p in (tmp_path / "sweeps" / "s1" / "results").iterdir())
-    assert files == ["trial-a.parquet"]
+    results = tmp_path / "sweeps" / "s1" / "results"
+    assert sorted(p.name for p in results.iterdir()) == ["_checksums", "trial-a.parquet"]
+    assert [p.name for p in (results / "_checksums").iterdir()] == ["trial-a.json"]
     assert len(writer.read_file(layout, "trial-a")) == 2
+    assert len(pd.read_parquet(results)) == 2  # dataset readers skip the "_" directory
     writer.delete_rows(layout, "trial-a")
     assert writer.existing_names(layout) == set()
+    assert list((results / "_checksums").iterdir()) == []
+
+
+def test_a_flipped_bit_in_the_footer_is_caught_by_the_file_checksum(tmp_path):
+    """Page checksums do not cover the footer, where column names live: a flipped bit
+    there renames a column silently, unless the whole file's checksum is checked."""
+    from explore.results.reader import read_rows
+
+    layout = SweepLayout(str(tmp_path), "s1")
+    writer.write_rows(layout, "trial-a", [_row("a", 0), _row("a", 1)])
+    writer.write_rows(layout, "trial-b", [_row("b", 0)])
+    path = tmp_path / "sweeps" / "s1" / "results" / "trial-a.parquet"
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    at = footer_start
+    while (at := data.find(b"acc_few", at + 1)) > 0:  # its schema element and chunk path
+        data[at + 6] = ord("x")  # acc_few -> acc_fex (the Arrow schema copy is base64)
+    path.write_bytes(bytes(data))
+    silent = pq.ParquetFile(path, page_checksum_verification=True)  # reads, renamed
+    assert "acc_fex" in silent.schema.names and "acc_few" not in silent.schema.names
+    result = read_rows(str(tmp_path / "sweeps" / "s1" / "results"))
+    assert len(result.problems) == 1 and "trial-a.parquet: corrupt" in result.problems[0]
+    assert set(result.rows["trial_id"]) == {"b"}
 
 
 def test_duckdb_reads_the_results(tmp_path):

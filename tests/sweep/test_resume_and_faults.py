@@ -76,11 +76,14 @@ def test_killed_train_worker_is_retried_and_the_sweep_finishes(ray_cluster, tmp_
     import threading
 
     killed: list[int] = []
+    # This cluster's address: without it the state API refuses when another Ray runs here.
+    address = ray_cluster.get_runtime_context().gcs_address
 
     def kill_first_worker() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            alive = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"),
+                                                          ("state", "=", "ALIVE")])
             if alive and alive[0].pid:
                 time.sleep(1.5)  # mid-trial
                 os.kill(alive[0].pid, signal.SIGKILL)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from explore.plugins import Plugins
 from explore.training.head import HeadTrainConfig, fit_head, reporting_epochs, select_epoch
-from explore.training.plugins import Plugins
 from tests.support.synthetic import feature_arrays
 
 
