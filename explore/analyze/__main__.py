@@ -1,5 +1,6 @@
 """``python -m explore.analyze RESULTS_URI... [--out DIR] [--tolerance POINTS] [--strict]
-[--best-command]``
+[--best-command]``; ``python -m explore.analyze BOARD_URI [--out DIR]`` (a leaderboard's
+``<storage_uri>/boards/<board id>``) prints the board's table and writes it under ``--out``.
 
 Exit status 0 on success; 2 with a one-line ``error: ...`` on stderr for input the analysis
 cannot use (no Parquet files, not explore results, no ok rows, a bad ``--tolerance``), for an
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from explore.analyze.answer import DEFAULT_TOLERANCE
+from explore.analyze.board import is_board
 from explore.analyze.load import AnalyzeError
 from explore.analyze.report import (
     Analysis,
@@ -67,6 +69,8 @@ def _write(analysis: Analysis, out: Path, seed: int) -> Analysis:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if len(args.uris) == 1 and is_board(args.uris[0]):
+        return _board(args.uris[0], args.out)
     try:
         check_tolerance(args.tolerance)
         analysis = run_analysis(args.uris, tolerance=args.tolerance, strict=args.strict)
@@ -80,6 +84,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(stdout_text(analysis))
+    return 0
+
+
+def _board(uri: str, out: Path) -> int:
+    """A leaderboard's directory: the table ``python -m explore.board`` printed, from its
+    stored rows, and its Markdown, HTML and Pareto plot under ``out``."""
+    from explore.analyze.board import (
+        board_rows,
+        html_page,
+        load_board_data,
+        markdown,
+        pareto_png,
+        text_table,
+    )
+
+    data = load_board_data(uri)
+    rows = board_rows(data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(markdown(data, rows))
+    (out / "table.html").write_text(html_page(data, rows))
+    (out / "pareto.png").write_bytes(pareto_png(data, rows))
+    print(text_table(data, rows))
+    print(f"\nwritten: {out / 'table.md'}, {out / 'table.html'}, {out / 'pareto.png'}")
     return 0
 
 

@@ -34,6 +34,9 @@ class Provenance:
     base: str | None = None
     """The reference configurations are compared with (the base model's name)."""
     base_key: str | None = None
+    columns: tuple[tuple[str, Any], ...] = ()
+    """Extra columns every row of the sweep carries, (name, value) pairs (e.g. a
+    leaderboard's ``board_id`` and ``phase``); none by default."""
 
 
 def build_row(
@@ -90,6 +93,7 @@ def build_row(
         "stopped_epoch": stopped_epoch,
     }
     row.update({name: (placement or {}).get(name) for name in PLACEMENT_COLUMNS})
+    row.update(prov.columns)
     row.update(knobs)
     row.update(result.test)
     row.update({"val_" + name: value for name, value in result.val.items() if name.startswith("acc_")})

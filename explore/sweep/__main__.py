@@ -122,15 +122,16 @@ def _summary(raw: dict[str, Any]) -> str:
 
 def general_help() -> str:
     lines = [USAGE, "", "search spaces (method on base, data, backbone; knobs and ranges):"]
+    width = max([16, *(len(name) + 1 for name in list_spaces())])
     for name in list_spaces():
         try:
             raw = _plain(name, [])
         except ConfigError as exc:
-            lines.append(f"  {name:<16}{exc}")
+            lines.append(f"  {name:<{width}}{exc}")
             continue
-        lines.append(f"  {name:<16}{_summary(raw)}")
+        lines.append(f"  {name:<{width}}{_summary(raw)}")
         knobs = [_knob_line(k, v) for k, v in (raw.get("space") or {}).items()]
-        lines.append(f"  {'':<16}" + ("; ".join(knobs) or "no knob"))
+        lines.append(f"  {'':<{width}}" + ("; ".join(knobs) or "no knob"))
     lines += ["", "common overrides (Hydra syntax, any key of the composed config):"]
     for override, what in COMMON:
         lines.append(f"  {override}")

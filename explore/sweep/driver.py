@@ -50,9 +50,13 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = None) -> str:
+def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = None, *,
+        sweep_id: str | None = None, row_columns: dict[str, Any] | None = None,
+        summary: bool = True) -> str:
     """Run (or resume) a sweep, or with ``dry_run`` print its plan; returns the URI of its
-    Parquet results."""
+    Parquet results. For a caller that runs sweeps as parts (a leaderboard): ``sweep_id``
+    the id a new sweep takes, ``row_columns`` extra columns on every row, ``summary=False``
+    no closing summary printed (the failure checks still run)."""
     from explore.pipeline import plan, prepare
     from explore.store import FeatureStore
     from explore.sweep.cluster import init_ray
@@ -60,7 +64,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
 
     overrides = list(overrides or [])
     raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
-    layout, resuming = resume.locate(cfg)
+    layout, resuming = resume.locate(cfg, sweep_id)
     store = FeatureStore(layout.storage_uri)  # checks the storage is reachable, first
     stored: dict[str, Any] = {}
     if resuming:
@@ -94,7 +98,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             sweep_id=layout.sweep_id, space=cfg.space_name, mode=cfg.mode,
             dataset=prepared.dataset_name, feature_key=prepared.feature_key,
             thresholds=cfg.splits, code_version=code_version(), base=reference.name,
-            base_key=prepared.base_key,
+            base_key=prepared.base_key, columns=tuple((row_columns or {}).items()),
         )
         ctx = trial_context(sweep, prov)
         _write_reference_rows(ctx, prepared)
@@ -102,9 +106,9 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
         try:
             run_trials(sweep, ctx, float(sum(val) / len(val)) if val else None)
         except SweepInterruptedError:
-            close(layout, incomplete=True)
+            close(layout, incomplete=True, summary=summary)
             raise
-    return close(layout)
+    return close(layout, summary=summary)
 
 
 def trial_context(sweep: SweepPlan, provenance: Provenance) -> TrialContext:
@@ -138,9 +142,10 @@ def _write_reference_rows(ctx: TrialContext, prepared: Prepared) -> None:
     writer.write_rows(ctx.layout, name, rows)
 
 
-def close(layout: SweepLayout, *, incomplete: bool = False) -> str:
-    """Print the closing summary (the analysis code's); a sweep with no successful trial
-    is an error. ``incomplete``: the sweep was interrupted, and the summary says so."""
+def close(layout: SweepLayout, *, incomplete: bool = False, summary: bool = True) -> str:
+    """Print the closing summary (the analysis code's; not with ``summary=False``); a sweep
+    with no successful trial is an error. ``incomplete``: the sweep was interrupted, and
+    the summary says so."""
     from explore.analyze import sweep_summary
     from explore.results.reader import read_rows
 
@@ -148,17 +153,18 @@ def close(layout: SweepLayout, *, incomplete: bool = False) -> str:
     rows = read.rows
     for problem in read.problems:
         log.warning("%s", problem)
-    print()
-    if incomplete:
-        print(f"INCOMPLETE: sweep {layout.sweep_id} was interrupted; what finished is below, "
-              f"and `resume={layout.sweep_id}` runs the rest\n")
-    print(sweep_summary(rows))
     configurations = rows[rows["role"] == "configuration"] if "role" in rows else rows.iloc[0:0]
     failed = int((configurations["status"] == "error").sum())
-    if failed:
-        print(f"\n{failed} row(s) of failed trials are recorded with status=error")
     stopped = configurations.loc[configurations["status"] == "stopped", "trial_id"].nunique()
-    if stopped:
+    if summary:
+        print()
+        if incomplete:
+            print(f"INCOMPLETE: sweep {layout.sweep_id} was interrupted; what finished is "
+                  f"below, and `resume={layout.sweep_id}` runs the rest\n")
+        print(sweep_summary(rows))
+    if summary and failed:
+        print(f"\n{failed} row(s) of failed trials are recorded with status=error")
+    if summary and stopped:
         print(f"\n{stopped} trial(s) stopped early by the scheduler are recorded with "
               "status=stopped (left out of the comparison)")
     if not incomplete and len(configurations) and not (configurations["status"] == "ok").any():

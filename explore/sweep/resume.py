@@ -45,10 +45,13 @@ def new_sweep_id(space_name: str) -> str:
     return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}"
 
 
-def locate(cfg: SweepConfig) -> tuple[SweepLayout, bool]:
-    """(the sweep's layout, whether this is a resume)."""
+def locate(cfg: SweepConfig, sweep_id: str | None = None) -> tuple[SweepLayout, bool]:
+    """(the sweep's layout, whether this is a resume). ``sweep_id``: the id a new sweep
+    takes, when its caller chose one (a leaderboard names its sweeps); else a fresh one."""
     if not cfg.resume:
-        return SweepLayout(cfg.storage_uri, new_sweep_id(cfg.space_name)), False
+        if sweep_id is not None and not SWEEP_ID.fullmatch(sweep_id):
+            raise ConfigError(f"sweep id {sweep_id!r} is not of the form <name>-<date>-<time>-<hex>")
+        return SweepLayout(cfg.storage_uri, sweep_id or new_sweep_id(cfg.space_name)), False
     ref = cfg.resume.rstrip("/")
     root, sweep_id = ref.rsplit("/sweeps/", 1) if "/sweeps/" in ref else (cfg.storage_uri, ref)
     if not SWEEP_ID.fullmatch(sweep_id) or ".." in root.split("/"):
