@@ -35,11 +35,15 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
 
 
 def evaluate_logits(
-    logits: torch.Tensor | np.ndarray, labels: np.ndarray, split_of_class: np.ndarray
+    logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tensor,
+    split_of_class: np.ndarray,
 ) -> dict[str, float]:
-    """All test metrics of one model: per-split and overall top-1, overall top-5."""
-    logits_t = torch.as_tensor(logits)
-    labels_t = torch.tensor(np.asarray(labels), dtype=torch.long)  # a copy: store views are read-only
-    metrics = accuracy_by_split(logits_t.argmax(-1).numpy(), np.asarray(labels), split_of_class)
+    """All test metrics of one model: per-split and overall top-1, overall top-5. Tensors
+    are reduced where they are (the trial's device); only predictions come back."""
+    logits_t = logits if isinstance(logits, torch.Tensor) else torch.from_numpy(np.asarray(logits))
+    labels_t = (labels.to(logits_t.device, torch.long) if isinstance(labels, torch.Tensor)
+                else torch.tensor(np.asarray(labels), dtype=torch.long, device=logits_t.device))
+    labels_np = labels_t.cpu().numpy()
+    metrics = accuracy_by_split(logits_t.argmax(-1).cpu().numpy(), labels_np, split_of_class)
     metrics["top5_overall"] = float(topk_correct(logits_t, labels_t, 5).float().mean())
     return metrics

@@ -43,7 +43,14 @@ def test_every_group_is_typed_once_and_the_head_group_is_shared():
     assert "epochs" not in cfg.method_settings  # training settings are the head group's
 
 
+@pytest.mark.parametrize("value,want", [("auto", "auto"), ("true", True), ("false", False)])
+def test_head_seeds_stacked_reads_auto_true_or_false(value, want):
+    assert load(["swrm_window", f"head.seeds_stacked={value}"]).head.seeds_stacked == want
+    assert load(["swrm_window"]).head.seeds_stacked == "auto"
+
+
 @pytest.mark.parametrize("override,message", [
+    ("head.seeds_stacked=sometimes", "head: head training: seeds_stacked='sometimes' must be"),
     ("search.sampler=tpee", "search.sampler='tpee' must be one of tpe, random, grid (did you mean tpe?)"),
     ("seed=-5", "seed=-5 must be an integer >= 0"),
     ("+num_sample=3", "unknown setting(s): num_sample (did you mean num_samples?)"),

@@ -11,10 +11,18 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Tensors pass through unchanged (keeping autograd); arrays become ``dtype`` tensors."""
+    """Tensors pass through unchanged (keeping autograd); arrays become ``dtype`` tensors
+    where arrays live, on the CPU (whatever torch's default device)."""
     if isinstance(x, torch.Tensor):
         return x
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device="cpu")
+
+
+def checks_values(*tensors: torch.Tensor) -> bool:
+    """Whether a check that reads tensor values back should run: yes on the host, where it
+    is free; not on an accelerator, where it would wait for the device once per call (per
+    training batch). There an out-of-range index still fails, in the device's own gather."""
+    return all(t.device.type == "cpu" for t in tensors)
 
 
 @overload

@@ -140,14 +140,15 @@ def network_input(weight: np.ndarray, few: np.ndarray, nbrs: np.ndarray) -> np.n
 
 def make_alpha_network(in_dim: int, k: int, hidden: int = 32) -> nn.Sequential:
     """Linear → (LeakyReLU(0.01) → Linear) × 3, no output activation, PyTorch default init."""
+    # Built on the CPU so that a seed gives the same weights whatever the default device.
     return nn.Sequential(
-        nn.Linear(in_dim, hidden),
+        nn.Linear(in_dim, hidden, device="cpu"),
         nn.LeakyReLU(0.01),
-        nn.Linear(hidden, hidden),
+        nn.Linear(hidden, hidden, device="cpu"),
         nn.LeakyReLU(0.01),
-        nn.Linear(hidden, hidden),
+        nn.Linear(hidden, hidden, device="cpu"),
         nn.LeakyReLU(0.01),
-        nn.Linear(hidden, k),
+        nn.Linear(hidden, k, device="cpu"),
     )
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explore.methods._arrays import ArrayT
+from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
 
@@ -143,7 +143,7 @@ def label_shift(lambda_x: ArrayT | float, n_i: ArrayT | float, n_j: ArrayT | flo
                   torch.tensor(float(a), dtype=torch.float64) for a in args)
     dtype = lx.dtype if lx.is_floating_point() else torch.float64
     ni, nj = ni.to(dtype), nj.to(dtype)
-    if bool(torch.any(ni + nj <= 0)):
+    if checks_values(ni, nj) and bool(torch.any(ni + nj <= 0)):
         raise ValueError("class counts n_i + n_j must be > 0")
     out = (lx.to(dtype) - alpha * (ni - nj) / (ni + nj)).clamp(0.0, 1.0)
     return out if as_torch else out.numpy()  # type: ignore[return-value]
@@ -264,16 +264,18 @@ def mix(
     yj = _as_tensor(y_j, dtype=torch.int64).long().to(a.device)
     if yi.shape != (N,) or yj.shape != (N,):
         raise ValueError(f"y_i and y_j must have shape ({N},)")
-    if N and (min(int(yi.min()), int(yj.min())) < 0 or max(int(yi.max()), int(yj.max())) >= C):
+    if checks_values(yi) and N and (min(int(yi.min()), int(yj.min())) < 0
+                                    or max(int(yi.max()), int(yj.max())) >= C):
         raise ValueError(f"y_i and y_j must be class indices in [0, {C})")
     dtype = a.dtype if a.is_floating_point() else torch.float64
-    lam = (torch.tensor(float(lambda_x), dtype=dtype) if isinstance(lambda_x, float | int)
+    lam = (torch.tensor(float(lambda_x), dtype=dtype, device=a.device)
+           if isinstance(lambda_x, float | int)
            else _as_tensor(lambda_x).to(dtype)).to(a.device)
     if lam.ndim == 0:
         lam = lam.expand(N)
     if lam.shape != (N,):
         raise ValueError(f"lambda_x must be a scalar or have shape ({N},), got {tuple(lam.shape)}")
-    if bool(torch.any((lam < 0) | (lam > 1))):
+    if checks_values(lam) and bool(torch.any((lam < 0) | (lam > 1))):
         raise ValueError("lambda_x must lie in [0, 1]")
     n = _as_tensor(counts).to(dtype).to(a.device)
     if n.shape != (C,):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explore.methods._arrays import ArrayT
+from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
 from explore.splits import Split
@@ -125,7 +125,7 @@ def ns_loss(
         raise ValueError(f"neighbor must be a {C}×{C} boolean matrix, got {tuple(nb.shape)}")
     if not bool(torch.all(n > 0)):
         raise ValueError("counts must all be > 0 (every class, auxiliary ones included)")
-    if N and (int(y.min()) < 0 or int(y.max()) >= C):
+    if checks_values(y) and N and (int(y.min()) < 0 or int(y.max()) >= C):
         raise ValueError(f"targets must be class indices in [0, {C})")
     silenced = nb[y] & ~torch.nn.functional.one_hot(y, C).bool()
     log_lambda = torch.where(
@@ -188,7 +188,7 @@ class NSLoss:
         N = logits.shape[0]
         if y.shape != (N,):
             raise ValueError(f"targets must have shape ({N},), got {tuple(y.shape)}")
-        if N and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+        if checks_values(y) and N and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(f"targets must be class indices in [0, {self.num_classes})")
         log_n, log_lambda = self._table(logits.dtype, logits.device)
         return _loss_from_terms(logits, y, log_n, log_lambda[y])

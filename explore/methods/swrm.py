@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explore.methods._arrays import ArrayT
+from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
 
@@ -293,7 +293,7 @@ def swrm_loss(logits: ArrayT, targets: ArrayT, weights: ArrayT, margins: ArrayT)
         raise ValueError(
             f"weights and margins must have shape ({C},), got {tuple(w.shape)}, {tuple(m.shape)}"
         )
-    if N and (int(y.min()) < 0 or int(y.max()) >= C):
+    if checks_values(y) and N and (int(y.min()) < 0 or int(y.max()) >= C):
         raise ValueError(f"targets must be class indices in [0, {C})")
     shifted = z.scatter_add(1, y[:, None], m[y][:, None])
     loss = w[y] * (torch.logsumexp(shifted, dim=1) - shifted.gather(1, y[:, None]).squeeze(1))
@@ -375,7 +375,7 @@ class DySWRMSimilarity(nn.Module):
         if isinstance(init_coords, torch.Tensor):
             s = init_coords.detach().to(torch.float32).clone()
         else:
-            s = torch.as_tensor(np.asarray(init_coords), dtype=torch.float32).clone()
+            s = torch.tensor(np.asarray(init_coords), dtype=torch.float32, device="cpu")
         if s.ndim != 1 or s.shape[0] < 2:
             raise ValueError(f"init_coords must be 1-D with >= 2 classes, got {tuple(s.shape)}")
         self.s = nn.Parameter(s)

@@ -22,23 +22,26 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
+import torch
 
 from explore.classifier import LinearClassifier
 from explore.evaluation import evaluate_logits
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.training.full import FullModeError, FullPlan, FullSetup
-from explore.training.head import HeadTrainConfig
+from explore.training.head import HeadTrainConfig, on_device
 from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
+from explore.training.tensors import to_device
 
 __all__ = ["BaseRecipe", "P", "Recipe", "RecipeError", "ReferenceRecipe", "Splits",
-           "evaluate_classifier"]
+           "evaluate_classifier", "evaluate_classifiers"]
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 """Split name → (features N×d, labels N)."""
 
 P = TypeVar("P")
+_CPU = torch.device("cpu")
 
 MAX_MAGNITUDE = 1e6
 """No number a method takes is larger in magnitude (or not finite): the maths runs in
@@ -121,23 +124,31 @@ class ReferenceRecipe:
 
 class BaseRecipe(Recipe[P]):
     """A recipe whose product is one linear classifier per seed. Subclasses implement
-    :meth:`train_classifier`; head mode trains and evaluates it per seed, and any base can
-    be a sweep's reference (``base=``) or the classifier a post-hoc method corrects."""
+    :meth:`train_classifiers` (all seeds at once, so they can train stacked); head mode
+    trains and evaluates them, and any base can be a sweep's reference (``base=``) or the
+    classifier a post-hoc method corrects."""
+
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: P, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        """Each seed's classifier, trained on ``device`` with the ``head`` settings."""
+        raise NotImplementedError
 
     def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                          params: P, seed: int) -> LinearClassifier:
-        """One seed's classifier, trained on the features with the ``head`` settings."""
-        raise NotImplementedError
+        """One seed's classifier (on the CPU)."""
+        return self.train_classifiers(splits, num_classes, head, params, [seed])[0]
 
     def fit_head(self, inputs: TrialInputs, params: P, seeds: Sequence[int]) -> Fit:
+        start = time.perf_counter()
         splits, num_classes = splits_of(inputs.features), inputs.features.num_classes
-        results = []
-        for seed in seeds:
-            start = time.perf_counter()
-            classifier = self.train_classifier(splits, num_classes, inputs.head, params, seed)
-            result = evaluate_classifier(classifier, inputs.features, inputs.thresholds, seed)
-            result.train_seconds = time.perf_counter() - start
-            results.append(result)
+        classifiers = self.train_classifiers(splits, num_classes, inputs.head, params, seeds,
+                                             inputs.device)
+        seconds = (time.perf_counter() - start) / max(len(seeds), 1)
+        results = evaluate_classifiers(classifiers, inputs.features, inputs.thresholds, seeds,
+                                       inputs.device)
+        for result in results:
+            result.train_seconds = seconds
         return Fit(results)
 
 
@@ -145,10 +156,25 @@ def evaluate_classifier(classifier: LinearClassifier, fset: FeatureSet,
                         thresholds: SplitThresholds, seed: int) -> SeedResult:
     """Test (and validation) metrics of a linear classifier; ``best_epoch`` 0: the
     classifier's own training chose its epoch."""
+    return evaluate_classifiers([classifier], fset, thresholds, [seed])[0]
+
+
+def evaluate_classifiers(classifiers: Sequence[LinearClassifier], fset: FeatureSet,
+                         thresholds: SplitThresholds, seeds: Sequence[int],
+                         device: torch.device = _CPU) -> list[SeedResult]:
+    """:func:`evaluate_classifier` of each seed's classifier, the logits computed on
+    ``device`` (where the test and validation features go once)."""
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     split_of_class = thresholds.split_of_class(counts)
-    test = evaluate_logits(classifier.logits(fset.test.features), fset.test.labels, split_of_class)
-    val = {}
-    if "val" in fset.splits and len(fset.val.labels):
-        val = evaluate_logits(classifier.logits(fset.val.features), fset.val.labels, split_of_class)
-    return SeedResult(seed=seed, best_epoch=0, test=test, val=val)
+    names = ["test"] + (["val"] if "val" in fset.splits and len(fset.val.labels) else [])
+    rows = {name: on_device((fset.splits[name].features, fset.splits[name].labels), device)
+            for name in names}
+    results = []
+    for classifier, seed in zip(classifiers, seeds, strict=True):
+        weight = to_device(classifier.weight, device)
+        bias = to_device(classifier.bias, device)
+        metrics = {name: evaluate_logits(torch.addmm(bias, x, weight.T), y, split_of_class)
+                   for name, (x, y) in rows.items()}
+        results.append(SeedResult(seed=seed, best_epoch=0, test=metrics["test"],
+                                  val=metrics.get("val", {})))
+    return results

@@ -39,7 +39,7 @@ from explore.recipes._recipe import Recipe, RecipeError
 from explore.training.head import select_epoch
 from explore.training.inputs import DataFacts, TrialInputs
 from explore.training.outcome import Fit, SeedResult
-from explore.training.posthoc import PosthocInputs, SplitLogits
+from explore.training.posthoc import PosthocInputs, SplitLogits, posthoc_on
 
 __all__ = ["AlphaNetCorrections", "AlphaNetRecipe", "evaluate_alphanet", "fit_alphanet",
            "train_alphanet"]
@@ -80,14 +80,18 @@ def fit_alphanet(inputs: PosthocInputs, params: AlphaNetParams, seeds: Sequence[
 
 
 def evaluate_alphanet(inputs: PosthocInputs, trained: AlphaNetCorrections) -> list[SeedResult]:
-    """Each seed's test (and validation) metrics with its selected corrections."""
+    """Each seed's test (and validation) metrics with its selected corrections, computed
+    where the base logits are."""
     seeds = trained.seeds
-    few_t, nbrs_t = torch.from_numpy(trained.few), torch.from_numpy(trained.neighbors)
-    bias = torch.from_numpy(inputs.classifier.bias.astype(np.float32))
+    device = inputs.test.logits.device
+    few_t = torch.from_numpy(trained.few).to(device)
+    nbrs_t = torch.from_numpy(trained.neighbors).to(device)
+    bias = torch.from_numpy(inputs.classifier.bias.astype(np.float32)).to(device)
     views = {"test": _EvalView(inputs.test, few_t, nbrs_t, bias)}
     if inputs.val is not None:
         views["val"] = _EvalView(inputs.val, few_t, nbrs_t, bias)
-    alpha, few_bias = torch.from_numpy(trained.alpha_tilde), torch.from_numpy(trained.few_bias)
+    alpha = torch.from_numpy(trained.alpha_tilde).to(device)
+    few_bias = torch.from_numpy(trained.few_bias).to(device)
     results = []
     for r, seed in enumerate(seeds):
         metrics = {name: view.metrics(alpha[r], few_bias[r], r, inputs.split_of_class)
@@ -99,7 +103,8 @@ def evaluate_alphanet(inputs: PosthocInputs, trained: AlphaNetCorrections) -> li
 
 def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
                    seeds: Sequence[int]) -> AlphaNetCorrections:
-    """Train the R seeds' α-networks together; keep each seed's best validation epoch."""
+    """Train the R seeds' α-networks together, on the device of the base logits
+    (:func:`posthoc_on`); keep each seed's best validation epoch."""
     try:
         params.check_against(inputs.num_base_classes)
     except ValueError as exc:
@@ -113,15 +118,18 @@ def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
     nbrs = _neighbours(inputs, params, few, base, seeds)  # (R, n_few, k)
     shared = bool((nbrs == nbrs[:1]).all())  # nearest neighbours: one input for all seeds
     weight = inputs.classifier.weight
+    device = inputs.train.logits.device
     if shared:
         x = torch.from_numpy(network_input(weight, few, nbrs[0]).astype(np.float32))
     else:
         x = torch.from_numpy(np.stack([network_input(weight, few, n) for n in nbrs]).astype(np.float32))
-    bias = torch.from_numpy(inputs.classifier.bias.astype(np.float32))
-    few_t, nbrs_t = torch.from_numpy(few), torch.from_numpy(nbrs)
+    x = x.to(device)
+    bias = torch.from_numpy(inputs.classifier.bias.astype(np.float32)).to(device)
+    few_t, nbrs_t = torch.from_numpy(few).to(device), torch.from_numpy(nbrs).to(device)
 
     R = len(seeds)
     net = _WideStack(StackedAlphaNetworks(x.shape[-1], params.k, params.hidden, list(seeds)))
+    net.to(device)
     few_bias = torch.nn.Parameter(bias[few_t].repeat(R, 1), requires_grad=params.learn_bias)
     groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
     if params.learn_bias:
@@ -137,7 +145,7 @@ def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
     snapshots: list[_Corrections] = []
     val_curves: list[torch.Tensor] = []
     for _epoch in range(params.epochs):
-        order = torch.from_numpy(np.stack([sampler.draw(rng) for rng in rngs]))  # (R, n)
+        order = torch.from_numpy(np.stack([sampler.draw(rng) for rng in rngs])).to(device)  # (R, n)
         _train_one_epoch(net, few_bias, opt, x, order, inputs.train, params.batch_size, few_t, nbrs_t, bias)
         sched.step()
         with torch.no_grad():
@@ -146,13 +154,13 @@ def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
         if val_view is not None:
             val_curves.append(val_view.top1(corr))
     best = _select_epochs(val_curves, params, R)
-    curves = torch.stack(val_curves, dim=1).numpy() if val_curves else np.zeros((R, 0))
+    curves = torch.stack(val_curves, dim=1).cpu().numpy() if val_curves else np.zeros((R, 0))
     return AlphaNetCorrections(
         seeds=list(seeds),
         few=few,
         neighbors=nbrs,
-        alpha_tilde=np.stack([snapshots[b].alpha_tilde[r].numpy() for r, b in enumerate(best)]),
-        few_bias=np.stack([snapshots[b].few_bias[r].numpy() for r, b in enumerate(best)]),
+        alpha_tilde=np.stack([snapshots[b].alpha_tilde[r].cpu().numpy() for r, b in enumerate(best)]),
+        few_bias=np.stack([snapshots[b].few_bias[r].cpu().numpy() for r, b in enumerate(best)]),
         best_epoch=[b + 1 for b in best],
         val_curves=curves,
         train_seconds=time.perf_counter() - start,
@@ -268,8 +276,8 @@ class _EvalView:
     def __init__(self, split: SplitLogits, few: torch.Tensor, nbrs: torch.Tensor, bias: torch.Tensor) -> None:
         self.z, self.few, self.nbrs = split.logits, few, nbrs
         self.labels = split.labels
-        self.labels_np = split.labels.numpy()
-        base_mask = torch.ones(self.z.shape[1], dtype=torch.bool)
+        self.labels_np = split.labels.cpu().numpy()
+        base_mask = torch.ones(self.z.shape[1], dtype=torch.bool, device=self.z.device)
         base_mask[few] = False
         base_classes = torch.nonzero(base_mask).squeeze(1)
         base_logits = self.z[:, base_classes] + bias[base_classes]
@@ -307,7 +315,7 @@ class _EvalView:
         values = torch.cat([self.base_top_values, few_logits], dim=1)
         classes = torch.cat([self.base_top_classes, self.few.expand(len(few_logits), -1)], dim=1)
         top5 = classes.gather(1, values.topk(min(5, values.shape[1]), dim=1).indices)
-        metrics = accuracy_by_split(top5[:, 0].numpy(), self.labels_np, split_of_class)
+        metrics = accuracy_by_split(top5[:, 0].cpu().numpy(), self.labels_np, split_of_class)
         metrics["top5_overall"] = float((top5 == self.labels[:, None]).any(dim=1).float().mean())
         return metrics
 
@@ -339,4 +347,9 @@ class AlphaNetRecipe(Recipe[AlphaNetParams]):
     def fit_head(self, inputs: TrialInputs, params: AlphaNetParams, seeds: Sequence[int]) -> Fit:
         if inputs.posthoc is None:
             raise RecipeError("alphanet corrects a base model: its trials need the base logits")
-        return Fit(fit_alphanet(inputs.posthoc, params, seeds))
+        posthoc = posthoc_on(inputs.posthoc, inputs.device)
+        # Its seeds train stacked unless told otherwise, on the CPU too: the wide first-layer
+        # GEMM pays there (BENCHMARKS.md), unlike the linear heads' stacking.
+        if inputs.head.seeds_stacked is False:
+            return Fit([r for seed in seeds for r in fit_alphanet(posthoc, params, [seed])])
+        return Fit(fit_alphanet(posthoc, params, seeds))

@@ -23,6 +23,7 @@ training settings are the shared ``head`` group's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +44,14 @@ from explore.methods.baselines import (
 from explore.methods.prototypes import class_means
 from explore.plugins import LossFn, Plugins, SampleFn
 from explore.recipes._recipe import BaseRecipe, RecipeError, ReferenceRecipe, Splits
-from explore.training.head import HeadTrainConfig, fit_head, seeded_linear
+from explore.training.head import HeadTrainConfig, fit_heads, seeded_linear
 
 __all__ = ["BalancedSoftmaxRecipe", "BaseSpec", "CERecipe", "CRTRecipe", "LWSRecipe",
            "LogitAdjustmentRecipe", "NCMRecipe", "NoParams", "TauNormRecipe",
            "TauNormTrialParams", "logit_adjusted_loss", "train_base"]
+
+
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class TauNormTrialParams(TauNormParams):
 
 def _to_classifier(head: nn.Module) -> LinearClassifier:
     assert isinstance(head, nn.Linear)
-    return LinearClassifier(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
+    return LinearClassifier(head.weight.detach().cpu().numpy().copy(),
+                            head.bias.detach().cpu().numpy().copy())
 
 
 def _balanced_sampler(num_classes: int) -> SampleFn:
@@ -76,16 +81,18 @@ def _balanced_sampler(num_classes: int) -> SampleFn:
     return balanced
 
 
-def _linear(splits: Splits, num_classes: int, head: HeadTrainConfig, seed: int,
-            plugins: Plugins | None = None) -> LinearClassifier:
-    """A fresh linear classifier (initialised from ``seed``) trained with ``plugins``."""
-    model = seeded_linear(splits["train"][0].shape[1], num_classes, seed)
-    fit = fit_head(model, splits["train"], splits.get("val"), head, seed=seed, plugins=plugins)
-    return _to_classifier(fit.model)
+def _linear(splits: Splits, num_classes: int, head: HeadTrainConfig, seeds: Sequence[int],
+            device: torch.device, plugins: Plugins | None = None) -> list[LinearClassifier]:
+    """A fresh linear classifier per seed (initialised from it) trained with ``plugins``."""
+    models = [seeded_linear(splits["train"][0].shape[1], num_classes, seed) for seed in seeds]
+    fits = fit_heads(models, splits["train"], splits.get("val"), head, seeds=seeds,
+                     plugins=[plugins or Plugins()] * len(seeds), device=device)
+    return [_to_classifier(fit.model) for fit in fits]
 
 
-def _train_ce(splits: Splits, num_classes: int, head: HeadTrainConfig, seed: int) -> LinearClassifier:
-    return _linear(splits, num_classes, head, seed)
+def _train_ce(splits: Splits, num_classes: int, head: HeadTrainConfig, seeds: Sequence[int],
+              device: torch.device) -> list[LinearClassifier]:
+    return _linear(splits, num_classes, head, seeds, device)
 
 
 class CERecipe(BaseRecipe[NoParams]):
@@ -95,9 +102,10 @@ class CERecipe(BaseRecipe[NoParams]):
     params_type = NoParams
     knobs = ()
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: NoParams, seed: int) -> LinearClassifier:
-        return _train_ce(splits, num_classes, head, seed)
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: NoParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        return _train_ce(splits, num_classes, head, seeds, device)
 
 
 class CRTRecipe(BaseRecipe[NoParams]):
@@ -107,9 +115,10 @@ class CRTRecipe(BaseRecipe[NoParams]):
     params_type = NoParams
     knobs = ()
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: NoParams, seed: int) -> LinearClassifier:
-        return _linear(splits, num_classes, head, seed,
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: NoParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        return _linear(splits, num_classes, head, seeds, device,
                        Plugins(sample_indices=_balanced_sampler(num_classes)))
 
 
@@ -120,7 +129,7 @@ class _ScaledClassifier(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.from_numpy(classifier.weight.copy()))
         self.register_buffer("bias", torch.from_numpy(classifier.bias.copy()))
-        self.scales = nn.Parameter(torch.ones(len(classifier.bias)))
+        self.scales = nn.Parameter(torch.ones(len(classifier.bias), device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.get_buffer("weight"), self.get_buffer("bias")
@@ -139,15 +148,20 @@ class LWSRecipe(BaseRecipe[NoParams]):
     params_type = NoParams
     knobs = ()
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: NoParams, seed: int) -> LinearClassifier:
-        ce = _train_ce(splits, num_classes, head, seed)
-        model = _ScaledClassifier(ce)
-        fit_head(model, splits["train"], splits.get("val"),
-                 dataclasses.replace(head, weight_decay=0.0), seed=seed,
-                 plugins=Plugins(sample_indices=_balanced_sampler(num_classes)))
-        s = model.scales.detach().numpy().astype(np.float32)
-        return LinearClassifier(ce.weight * s[:, None], ce.bias * s)
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: NoParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        ces = _train_ce(splits, num_classes, head, seeds, device)
+        models = [_ScaledClassifier(ce) for ce in ces]
+        fit_heads(models, splits["train"], splits.get("val"),
+                  dataclasses.replace(head, weight_decay=0.0), seeds=seeds,
+                  plugins=[Plugins(sample_indices=_balanced_sampler(num_classes))] * len(seeds),
+                  device=device)
+        out = []
+        for ce, model in zip(ces, models):
+            s = model.scales.detach().cpu().numpy().astype(np.float32)
+            out.append(LinearClassifier(ce.weight * s[:, None], ce.bias * s))
+        return out
 
 
 class TauNormRecipe(BaseRecipe[TauNormTrialParams]):
@@ -157,11 +171,15 @@ class TauNormRecipe(BaseRecipe[TauNormTrialParams]):
     params_type = TauNormTrialParams
     knobs = ("tau",)
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: TauNormTrialParams, seed: int) -> LinearClassifier:
-        ce = _train_ce(splits, num_classes, head, seed)
-        weight = tau_normalize(ce.weight.astype(np.float64), params.tau)
-        return LinearClassifier(weight, ce.bias.copy() if params.keep_bias else np.zeros_like(ce.bias))
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: TauNormTrialParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        out = []
+        for ce in _train_ce(splits, num_classes, head, seeds, device):
+            weight = tau_normalize(ce.weight.astype(np.float64), params.tau)
+            out.append(LinearClassifier(weight, ce.bias.copy() if params.keep_bias
+                                        else np.zeros_like(ce.bias)))
+        return out
 
 
 class NCMRecipe(BaseRecipe[NCMParams]):
@@ -179,20 +197,23 @@ class NCMRecipe(BaseRecipe[NCMParams]):
     params_type = NCMParams
     knobs = ("metric",)
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: NCMParams, seed: int) -> LinearClassifier:
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: NCMParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
         x, y = splits["train"]
         means = class_means(x, y, num_classes)  # C×d float64
         if params.metric == "euclidean":
-            return LinearClassifier(2.0 * means, -(means**2).sum(axis=1))
-        norms = np.linalg.norm(means, axis=1, keepdims=True)
-        return LinearClassifier(means / np.maximum(norms, 1e-12), np.zeros(num_classes))
+            ncm = LinearClassifier(2.0 * means, -(means**2).sum(axis=1))
+        else:
+            norms = np.linalg.norm(means, axis=1, keepdims=True)
+            ncm = LinearClassifier(means / np.maximum(norms, 1e-12), np.zeros(num_classes))
+        return [ncm] * len(seeds)  # nothing is seeded
 
 
-def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0) -> LossFn:
+def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0, device: torch.device = _CPU) -> LossFn:
     """Per-sample cross-entropy of the logit-adjusted logits ``z + τ·log π`` (τ = 1:
-    balanced softmax)."""
-    n = torch.as_tensor(counts, dtype=torch.float32)
+    balanced softmax), for logits on ``device``."""
+    n = torch.as_tensor(counts, dtype=torch.float32, device=device)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(logit_adjusted_logits(logits, n, tau), targets, reduction="none")
@@ -201,12 +222,14 @@ def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0) -> LossFn:
 
 
 def _train_logit_adjusted(name: str, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                          tau: float, seed: int) -> LinearClassifier:
+                          tau: float, seeds: Sequence[int],
+                          device: torch.device) -> list[LinearClassifier]:
     counts = np.bincount(splits["train"][1], minlength=num_classes)
     if (counts == 0).any():
         raise RecipeError(f"{name}: classes {np.flatnonzero(counts == 0).tolist()} have no "
                           "training samples (log π_c is undefined)")
-    return _linear(splits, num_classes, head, seed, Plugins(loss=logit_adjusted_loss(counts, tau)))
+    return _linear(splits, num_classes, head, seeds, device,
+                   Plugins(loss=logit_adjusted_loss(counts, tau, device)))
 
 
 class LogitAdjustmentRecipe(BaseRecipe[LogitAdjustmentParams]):
@@ -218,9 +241,11 @@ class LogitAdjustmentRecipe(BaseRecipe[LogitAdjustmentParams]):
     params_type = LogitAdjustmentParams
     knobs = ("tau",)
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: LogitAdjustmentParams, seed: int) -> LinearClassifier:
-        return _train_logit_adjusted(self.name, splits, num_classes, head, params.tau, seed)
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: LogitAdjustmentParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        return _train_logit_adjusted(self.name, splits, num_classes, head, params.tau, seeds,
+                                     device)
 
 
 class BalancedSoftmaxRecipe(BaseRecipe[NoParams]):
@@ -230,9 +255,10 @@ class BalancedSoftmaxRecipe(BaseRecipe[NoParams]):
     params_type = NoParams
     knobs = ()
 
-    def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
-                         params: NoParams, seed: int) -> LinearClassifier:
-        return _train_logit_adjusted(self.name, splits, num_classes, head, 1.0, seed)
+    def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
+                          params: NoParams, seeds: Sequence[int],
+                          device: torch.device = _CPU) -> list[LinearClassifier]:
+        return _train_logit_adjusted(self.name, splits, num_classes, head, 1.0, seeds, device)
 
 
 @dataclass(frozen=True)
@@ -284,7 +310,9 @@ class BaseSpec:
 
 def classifier_cache_spec(name: str, train: HeadTrainConfig, params: Any) -> dict[str, Any]:
     """What a base recipe's classifier depends on besides features and seed."""
-    return {"base": name, "train": dataclasses.asdict(train), "settings": dataclasses.asdict(params)}
+    # seeds_stacked is how, not what: the same classifier either way (within rounding).
+    settings = {k: v for k, v in dataclasses.asdict(train).items() if k != "seeds_stacked"}
+    return {"base": name, "train": settings, "settings": dataclasses.asdict(params)}
 
 
 def _base_recipe(name: str) -> BaseRecipe[Any]:

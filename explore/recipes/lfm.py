@@ -21,7 +21,6 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features
 from explore.training.full import FullPlan, FullSetup
-from explore.training.head import HeadFit, HeadTrainConfig, fit_head, run_seeds
+from explore.training.head import DeviceRows, HeadTrainConfig, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit, SeedResult
 
@@ -78,7 +77,7 @@ class TextCosineClassifier(nn.Module):
 
     def __init__(self, text_features: np.ndarray, scale: float, project: nn.Module) -> None:
         super().__init__()
-        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32)
+        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32, device="cpu")
         self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
         self.scale = float(scale)
         self.project = project
@@ -128,10 +127,10 @@ class _Projection(nn.Module):
 def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
     """Identity when square; else seeded orthonormal columns/rows (see module docstring)."""
     if d_img == d_txt:
-        return torch.eye(d_img)
+        return torch.eye(d_img, device="cpu")
     g = torch.Generator().manual_seed(seed)
     big, small = max(d_img, d_txt), min(d_img, d_txt)
-    q, _ = torch.linalg.qr(torch.randn(big, small, generator=g))  # big×small, orthonormal columns
+    q, _ = torch.linalg.qr(torch.randn(big, small, generator=g, device="cpu"))  # orthonormal columns
     return (q if d_img >= d_txt else q.T).contiguous()
 
 
@@ -146,15 +145,19 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
     labels = np.asarray(labels, dtype=np.int64)
     C = int(text.shape[0])
     counts = np.bincount(labels, minlength=C)
-    counts_t = torch.as_tensor(counts, dtype=torch.float32)
     probs = np.asarray(pair_probabilities(np.asarray(text, np.float64), params.tau))
     pairs = PairSampler(labels, counts, probs) if params.mixup else None
-    D = torch.as_tensor(text_distance(text), dtype=torch.float32) if params.mms else None
+    # Small tables, copied to the batches' device once (not per batch).
+    tables = {"counts": torch.as_tensor(counts, dtype=torch.float32, device="cpu"),
+              "labels": torch.from_numpy(labels)}
+    if params.mms:
+        tables["D"] = torch.as_tensor(text_distance(text), dtype=torch.float32, device="cpu")
+    on = _OnDevice(tables)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
-        if D is not None:  # the head gives raw cosines with MMS (see _head)
-            return mms_loss(logits.float(), targets, D.to(logits.device), params.mms_margin,
-                            params.mms_temperature)
+        if params.mms:  # the head gives raw cosines with MMS (see _head)
+            return mms_loss(logits.float(), targets, on.get("D", logits.device),
+                            params.mms_margin, params.mms_temperature)
         if targets.ndim == 2:
             return soft_cross_entropy(logits.float(), targets.float())
         return F.cross_entropy(logits.float(), targets, reduction="none")
@@ -165,13 +168,27 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
         i, j = pairs(len(x), rng)  # = sample_pairs(labels, counts, probs, len(x), rng)
         lam = sample_lambda(params.beta_param, 1 if params.lambda_per_batch else len(x), rng)
         lam_x: float | torch.Tensor = (float(lam[0]) if params.lambda_per_batch
-                                       else torch.from_numpy(lam).float())
-        y_i = torch.from_numpy(labels[i]).to(x.device)
-        y_j = torch.from_numpy(labels[j]).to(x.device)
-        return mix(fetch(i, x.device), fetch(j, x.device), y_i, y_j, lam_x,
-                   counts_t.to(x.device), params.alpha, C)
+                                       else torch.from_numpy(lam).float().to(x.device))
+        all_labels = on.get("labels", x.device)
+        i_t, j_t = torch.from_numpy(i).to(x.device), torch.from_numpy(j).to(x.device)
+        return mix(fetch(i, x.device), fetch(j, x.device), all_labels[i_t], all_labels[j_t],
+                   lam_x, on.get("counts", x.device), params.alpha, C)
 
     return Plugins(loss=loss, mix=mix_batch if params.mixup else None)
+
+
+class _OnDevice:
+    """Named CPU tensors, each copied to a device on first use there."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._cpu = tensors
+        self._copies: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def get(self, name: str, device: torch.device) -> torch.Tensor:
+        key = (name, device)
+        if key not in self._copies:
+            self._copies[key] = self._cpu[name].to(device)
+        return self._copies[key]
 
 
 def _scale(params: LFMTrialParams) -> float:
@@ -179,9 +196,9 @@ def _scale(params: LFMTrialParams) -> float:
     return 1.0 if params.mms else params.logit_scale
 
 
-def _feature_rows(features: np.ndarray) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
-    x = torch.from_numpy(np.require(features, np.float32, ["C", "W"]))  # store reads are read-only
-    return lambda idx, device: x[idx].to(device)
+def _feature_rows(features: torch.Tensor) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
+    """Rows of the training features where they are (the trial's device)."""
+    return lambda idx, device: features[torch.from_numpy(idx).to(features.device)].to(device)
 
 
 def _image_rows(split: ImageSplit, preprocess: Preprocess,
@@ -207,22 +224,21 @@ def _check_counts(counts: np.ndarray, params: LFMTrialParams) -> None:
 
 
 def _fit(features: FeatureSet, thresholds: SplitThresholds, head: HeadTrainConfig,
-         params: LFMTrialParams, seeds: Sequence[int]) -> Fit:
+         params: LFMTrialParams, seeds: Sequence[int],
+         device: torch.device | None = None) -> Fit:
     inputs = TrialInputs(features, None, thresholds, head)
     data = head_data(inputs)
     _check_counts(data.counts, params)
     text, encoder = class_text_features(features.classes, params.prompt)
 
-    def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+    def make(seed: int, rows: DeviceRows) -> tuple[nn.Module, Plugins]:
         model = TextCosineClassifier.stage2(data.d, text, _scale(params), seed)
-        plugins = lfm_plugins(data.train[1], text, params, _feature_rows(data.train[0]))
-        fit = fit_head(model, data.train, data.val, head, seed=seed, plugins=plugins)
-        return fit, plugins.records
+        return model, lfm_plugins(data.train[1], text, params, _feature_rows(rows[0]))
 
     resolved = {"text_encoder": encoder, "d_text": int(text.shape[1]),
                 "logit_scale_used": _scale(params),
                 "projection_init": "identity" if text.shape[1] == data.d else "orthonormal"}
-    return Fit(run_seeds(seeds, data, one), resolved)
+    return Fit(train_seeds(seeds, data, head, make, device=device), resolved)
 
 
 def _stage2(params: LFMTrialParams, thresholds: SplitThresholds, head: HeadTrainConfig,
@@ -255,7 +271,7 @@ class LFMRecipe(Recipe[LFMTrialParams]):
             raise RecipeError(str(exc)) from None
 
     def fit_head(self, inputs: TrialInputs, params: LFMTrialParams, seeds: Sequence[int]) -> Fit:
-        return _fit(inputs.features, inputs.thresholds, inputs.head, params, seeds)
+        return _fit(inputs.features, inputs.thresholds, inputs.head, params, seeds, inputs.device)
 
     def full_plan(self, params: LFMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
         dataset = setup.dataset

@@ -45,7 +45,7 @@ from explore.recipes._recipe import Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
 from explore.training.full import FullModeError, FullPlan, FullSetup
-from explore.training.head import HeadData, HeadFit, fit_head, run_seeds
+from explore.training.head import DeviceRows, HeadData, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
 
@@ -99,7 +99,7 @@ class TargetsAtTest(nn.Module):
     def __init__(self, d: int, num_targets: int, num_classes: int, seed: int) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.linear = nn.Linear(d, num_classes)
+        self.linear = nn.Linear(d, num_classes, device="cpu")  # the same weights on any device
         self.num_targets = num_targets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +108,12 @@ class TargetsAtTest(nn.Module):
 
 
 def ns_plugins(counts: np.ndarray, neighbor: np.ndarray, lambda_s: float, num_targets: int,
-               aux_cap: int) -> Plugins:
+               aux_cap: int, device: torch.device | None = None) -> Plugins:
     """The neighbor-silencing loss with the epoch's counts (auxiliary ones capped), and the
-    epoch sampler: every target sample, at most ``aux_cap`` per auxiliary class."""
-    n = torch.as_tensor(np.asarray(counts), dtype=torch.float32)
-    nb = torch.as_tensor(np.asarray(neighbor), dtype=torch.bool)
+    epoch sampler: every target sample, at most ``aux_cap`` per auxiliary class. Its tables
+    are built on ``device`` (default: the CPU; else where the logits are)."""
+    n = torch.as_tensor(np.asarray(counts), dtype=torch.float32, device=device or "cpu")
+    nb = torch.as_tensor(np.asarray(neighbor), dtype=torch.bool, device=device or "cpu")
     ns = NSLoss(n, nb, lambda_s)  # = ns_loss(·, ·, n, nb, lambda_s), its tables built once
 
     def sample_indices(labels: np.ndarray, epoch: int, rng: np.random.Generator) -> np.ndarray:
@@ -267,15 +268,15 @@ class NeighborSilencingRecipe(Recipe[NSTrialParams]):
         data = head_data(inputs)
         problem = build_ns_problem(inputs.features, params, data)
 
-        def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+        def make(seed: int, rows: DeviceRows) -> tuple[nn.Module, Plugins]:
             model = TargetsAtTest(data.d, problem.num_targets, problem.num_classes, seed)
             plugins = ns_plugins(problem.counts, problem.neighbor, params.lambda_s,
-                                 problem.num_targets, params.aux_per_class_cap)
-            fit = fit_head(model, (problem.x, problem.y), data.val, inputs.head, seed=seed,
-                           plugins=plugins)
-            return fit, plugins.records
+                                 problem.num_targets, params.aux_per_class_cap, inputs.device)
+            return model, plugins
 
-        return Fit(run_seeds(seeds, data, one), problem.resolved)
+        results = train_seeds(seeds, data, inputs.head, make, device=inputs.device,
+                              train=(problem.x, problem.y))
+        return Fit(results, problem.resolved)
 
     def full_plan(self, params: NSTrialParams, setup: FullSetup, seed: int) -> FullPlan:
         if setup.dataset.aux is None or "aux" not in setup.features.splits:

@@ -44,7 +44,7 @@ from explore.methods.swrm import (
 from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
 from explore.training.full import FullPlan, FullSetup, method_start
-from explore.training.head import HeadFit, fit_head, run_seeds, seeded_linear
+from explore.training.head import DeviceRows, seeded_linear, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
 
@@ -96,12 +96,13 @@ class DySWRMTrialParams(DySWRMParams, _Deferral):
 
 
 def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
-                 start_epoch: int = 0) -> Plugins:
+                 start_epoch: int = 0, device: torch.device | None = None) -> Plugins:
     """Eq. (4) with the fixed weights and margins of ``coords`` from ``start_epoch`` on,
-    plain CE before it. Records the margins' mean and max."""
+    plain CE before it. Records the margins' mean and max. The weights and margins are
+    kept on ``device`` (default: the CPU; moved to the logits' device if those differ)."""
     weights, margins = swrm_terms(np.asarray(counts, np.float64), np.asarray(coords), params)
-    w = torch.as_tensor(weights, dtype=torch.float32)
-    m = torch.as_tensor(margins, dtype=torch.float32)
+    w = torch.as_tensor(weights, dtype=torch.float32, device=device or "cpu")
+    m = torch.as_tensor(margins, dtype=torch.float32, device=device or "cpu")
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         if epoch < start_epoch:
@@ -114,7 +115,8 @@ def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
 
 
 def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMParams,
-                   start_epoch: int = 0, use_gpu: bool = False) -> Plugins:
+                   start_epoch: int = 0, use_gpu: bool = False,
+                   device: torch.device | None = None) -> Plugins:
     """DySWRM: weights and margins recomputed every batch from the similarity vector ``s``
     (a plug-in parameter: checkpointed with the model).
 
@@ -123,10 +125,12 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     EMA and takes ``s_steps`` Adam steps on :func:`similarity_objective` (identical on
     every rank: the sums are all-reduced first). ``"loss"``: the literal reading, ``s``
     trained through eq. (4) with the model. Records the last epoch's mean and max margin
-    and in how many epochs the class order of ``s`` changed. With ``use_gpu`` ``s`` lives
-    on this worker's GPU (NCCL all-reduces CUDA tensors)."""
-    device = (torch.device("cuda", torch.cuda.current_device())
-              if use_gpu and torch.cuda.is_available() else torch.device("cpu"))
+    and in how many epochs the class order of ``s`` changed. ``s`` and the sums live on
+    ``device`` (head mode: the trial's); else, with ``use_gpu``, on this worker's GPU
+    (NCCL all-reduces CUDA tensors)."""
+    if device is None:
+        device = (torch.device("cuda", torch.cuda.current_device())
+                  if use_gpu and torch.cuda.is_available() else torch.device("cpu"))
     similarity = DySWRMSimilarity(init_coords).to(device)
     s = similarity.s
     C = s.shape[0]
@@ -145,9 +149,11 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     def terms() -> tuple[torch.Tensor, torch.Tensor]:
         if not confusion:  # s trains through the loss: a fresh graph every batch
             return swrm_terms(n, similarity.standardised(), params)
-        current = s.detach()
-        if "s" not in cached or not torch.equal(cached["s"], current):
-            cached["s"] = current.clone()
+        # s changes in place (its version counter moves) or by replacement (its storage):
+        # checked without reading s back to the host on every batch.
+        current = (s._version, s.data_ptr())
+        if cached.get("s") != current:
+            cached["s"] = current
             cached["terms"] = swrm_terms(n, similarity.standardised().detach(), params)
         return cached["terms"]
 
@@ -241,14 +247,13 @@ class SWRMRecipe(Recipe[SWRMTrialParams]):
         tsne = _tsne_settings(params.tsne_perplexity, params.tsne_learning_rate, data.num_classes)
         protos = class_means(data.train[0], data.train[1], data.num_classes)
 
-        def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
-            plugins = swrm_plugins(data.counts, _coordinates(protos, tsne, seed), params)
-            head = seeded_linear(data.d, data.num_classes, seed)
-            fit = fit_head(head, data.train, data.val, inputs.head, seed=seed, plugins=plugins)
-            return fit, plugins.records
+        def make(seed: int, rows: DeviceRows) -> tuple[torch.nn.Module, Plugins]:
+            plugins = swrm_plugins(data.counts, _coordinates(protos, tsne, seed), params,
+                                   device=inputs.device)
+            return seeded_linear(data.d, data.num_classes, seed), plugins
 
         resolved = {**tsne, "prototypes": "class means of the training features"}
-        return Fit(run_seeds(seeds, data, one), resolved)
+        return Fit(train_seeds(seeds, data, inputs.head, make, device=inputs.device), resolved)
 
     def full_plan(self, params: SWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
         counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,
@@ -282,17 +287,15 @@ class DySWRMRecipe(Recipe[DySWRMTrialParams]):
         protos = (class_means(data.train[0], data.train[1], data.num_classes)
                   if params.init == "tsne" else None)
 
-        def one(seed: int) -> tuple[HeadFit, dict[str, Any]]:
+        def make(seed: int, rows: DeviceRows) -> tuple[torch.nn.Module, Plugins]:
             init = self._init(params, protos, tsne, data.num_classes, seed)
-            plugins = dyswrm_plugins(data.counts, init, params)
-            head = seeded_linear(data.d, data.num_classes, seed)
-            fit = fit_head(head, data.train, data.val, inputs.head, seed=seed, plugins=plugins)
-            return fit, plugins.records
+            plugins = dyswrm_plugins(data.counts, init, params, device=inputs.device)
+            return seeded_linear(data.d, data.num_classes, seed), plugins
 
         resolved: dict[str, Any] = {"init": params.init}
         if params.init == "tsne":
             resolved.update(tsne)
-        return Fit(run_seeds(seeds, data, one), resolved)
+        return Fit(train_seeds(seeds, data, inputs.head, make, device=inputs.device), resolved)
 
     def full_plan(self, params: DySWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
         counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,

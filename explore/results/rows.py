@@ -14,9 +14,10 @@ from explore.training.outcome import SeedResult
 
 __all__ = ["PLACEMENT_COLUMNS", "Provenance", "build_row"]
 
-PLACEMENT_COLUMNS = ("node_id", "node_ip", "gpu_ids", "started_at", "finished_at")
+PLACEMENT_COLUMNS = ("node_id", "node_ip", "gpu_ids", "device", "started_at", "finished_at")
 """Where and when a trial ran: Ray node id and IP, the GPU ids Ray assigned to it (comma
-separated; empty without GPUs), and its start and end in Unix seconds."""
+separated; empty without GPUs), the torch device its heads trained on (``cuda:0``,
+``cpu``), and its start and end in Unix seconds."""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "node_id",        # the Ray node the trial ran on (its trial driver in full mode)
     "node_ip",
     "gpu_ids",        # GPUs Ray assigned to the trial, comma separated ("" without)
+    "device",         # the torch device its heads trained on: cuda:0 | cpu
     "started_at",     # the trial's start and end, Unix seconds
     "finished_at",
 )

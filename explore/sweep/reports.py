@@ -9,13 +9,16 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["EPOCHS_TRAINED", "EPOCH_REPORT", "ROWS", "STORAGE_ERROR", "SUMMARY_METRICS",
            "EpochReports", "current_placement", "epoch_callbacks", "epoch_reports_from",
-           "epochs_reached", "final_report", "rows_of", "summarize_rows"]
+           "epochs_reached", "final_report", "rows_of", "summarize_rows", "trial_device"]
 
 STORAGE_ERROR = "explore_storage_error"
 """The key of a trial's report that carries a permanent storage failure."""
@@ -28,8 +31,9 @@ EPOCH_REPORT = "explore_epoch_report"
 
 EPOCHS_TRAINED = "explore_epochs"
 """A per-epoch report's count of epochs trained so far over the trial's seeds: the
-scheduler's time attribute. The seeds train one after another, in the same order in every
-trial, so trials compared at a rung have trained the same seeds as long."""
+scheduler's time attribute. The seeds train one after another, or stacked (epoch by epoch
+over all seeds, ``head.seeds_stacked``), in the same order in every trial of a sweep, so
+trials compared at a rung have trained the same seeds as long."""
 
 SUMMARY_METRICS = ("val_acc_overall", "val_acc_many", "val_acc_medium", "val_acc_few",
                    "acc_overall", "acc_many", "acc_medium", "acc_few", "top5_overall",
@@ -67,15 +71,28 @@ def _plain_value(value: Any) -> Any:
 
 
 def current_placement() -> dict[str, Any]:
-    """The Ray node this process runs on and the GPUs Ray assigned to it (all None
-    outside Ray: a plain call of the trial's training)."""
+    """The Ray node this process runs on, the GPUs Ray assigned to it (None outside Ray: a
+    plain call of the trial's training) and the device its heads train on."""
     import ray
 
+    device = str(trial_device())
     if not ray.is_initialized():
-        return {"node_id": None, "node_ip": None, "gpu_ids": None}
+        return {"node_id": None, "node_ip": None, "gpu_ids": None, "device": device}
     return {"node_id": ray.get_runtime_context().get_node_id(),
             "node_ip": ray.util.get_node_ip_address(),
-            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()), "device": device}
+
+
+def trial_device() -> torch.device:
+    """Where this process's head trials train: the first GPU Ray assigned it (Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to the assigned GPUs, so that is ``cuda:0`` here), else the
+    CPU: outside Ray, with no GPU assigned, or without CUDA in this process."""
+    import ray
+    import torch
+
+    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 class EpochReports:

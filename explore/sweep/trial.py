@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
 from explore.recipes import Recipe, get_recipe
 from explore.results.layout import SweepLayout
 from explore.results.rows import build_row
@@ -28,6 +30,7 @@ from explore.sweep.reports import (
     epoch_callbacks,
     final_report,
     summarize_rows,
+    trial_device,
 )
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit
@@ -41,12 +44,14 @@ _INPUTS: OrderedDict[tuple[Any, ...], TrialInputs] = OrderedDict()
 _MAX_CACHED = 2
 
 
-def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
-    """Features (and base logits) for this sweep, loaded once per worker process: with
-    ``reuse_actors`` every later trial in the process skips the load."""
+def load_inputs(ctx: HeadTrialContext, device: torch.device | None = None) -> TrialInputs:
+    """Features (and base logits, computed on ``device``) for this sweep, loaded once per
+    worker process: with ``reuse_actors`` every later trial in the process skips the load."""
     prov = ctx.provenance
     posthoc = get_recipe(ctx.method).posthoc
-    key = (ctx.storage_uri, prov.feature_key, prov.base_key, prov.thresholds, ctx.head, posthoc)
+    device = device or torch.device("cpu")
+    key = (ctx.storage_uri, prov.feature_key, prov.base_key, prov.thresholds, ctx.head, posthoc,
+           str(device))
     if key in _INPUTS:
         _INPUTS.move_to_end(key)
         return _INPUTS[key]
@@ -61,26 +66,31 @@ def load_inputs(ctx: HeadTrialContext) -> TrialInputs:
         arrays, _ = store.get_arrays(prov.base_key, "classifier")
         classifier = LinearClassifier(arrays["weight"], arrays["bias"])
         splits = {n: s for n, s in splits_of(fset).items() if len(s[1]) or n == "train"}
-        base_logits = build_posthoc_inputs(splits, classifier, fset.num_classes, prov.thresholds)
-    inputs = TrialInputs(fset, base_logits, prov.thresholds, ctx.head)
+        base_logits = build_posthoc_inputs(splits, classifier, fset.num_classes, prov.thresholds,
+                                           device)
+    inputs = TrialInputs(fset, base_logits, prov.thresholds, ctx.head, device)
     _INPUTS[key] = inputs
     while len(_INPUTS) > _MAX_CACHED:
         _INPUTS.popitem(last=False)
     return inputs
 
 
-def run_configuration(ctx: TrialContext, knobs: dict[str, Any],
-                      trial_id: str) -> list[dict[str, Any]]:
-    """Train every seed of one configuration; one result row per seed."""
+def run_configuration(ctx: TrialContext, knobs: dict[str, Any], trial_id: str,
+                      device: torch.device | None = None) -> list[dict[str, Any]]:
+    """Train every seed of one configuration on ``device`` (default:
+    :func:`trial_device`); one result row per seed, each recording the device."""
     recipe = get_recipe(ctx.method)
     params = recipe.params({**ctx.method_settings, **knobs})
     started = time.time()
     if isinstance(ctx, FullTrialContext):
+        device = torch.device("cpu")  # the trial drives Train runs; stage 2 runs here
         fit = _fit_full(ctx, recipe, params, trial_id)
     else:
         assert isinstance(ctx, HeadTrialContext)
-        fit = recipe.fit_head(load_inputs(ctx), params, ctx.seeds)
-    placement = {**current_placement(), "started_at": started, "finished_at": time.time()}
+        device = device or trial_device()
+        fit = recipe.fit_head(load_inputs(ctx, device), params, ctx.seeds)
+    placement = {**current_placement(), "device": str(device), "started_at": started,
+                 "finished_at": time.time()}
     return [build_row(ctx.provenance, trial_id=trial_id, method=recipe.name, role="configuration",
                       result=result, knobs=recipe.columns(params), params=params,
                       training=ctx.head, resolved=fit.resolved, placement=placement)
@@ -176,7 +186,8 @@ def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         train_loop_config={"ctx": ctx, "knobs": dict(config), "trial_id": trial_id},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=ctx.gpus_per_trial > 0,
                                                resources_per_worker=resources),
-        # Heads train on the CPU: gloo, not the nccl Ray picks when GPUs are requested.
+        # One worker, no collectives: gloo, not the nccl Ray picks when GPUs are requested
+        # (the worker's heads still train on its GPU, trial_device).
         torch_config=TorchConfig(backend="gloo"),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",  # stable per trial: a restarted trial resumes its run

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
@@ -38,6 +39,10 @@ class TrialInputs:
     thresholds: SplitThresholds
     head: HeadTrainConfig = field(default_factory=HeadTrainConfig)
     """How heads on these features train (the sweep's ``head`` group)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """Where the trial's heads train and are evaluated: the GPU Ray assigned the trial,
+    else the CPU (``explore.sweep.trial.trial_device``). Every tensor of the trial lives
+    there; the features are copied there once."""
 
 
 def head_data(inputs: TrialInputs) -> HeadData:

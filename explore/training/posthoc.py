@@ -8,6 +8,7 @@ that runs in the same worker process.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from explore.classifier import LinearClassifier
 from explore.methods.prototypes import class_means
 from explore.splits import SplitThresholds
-from explore.training.tensors import tensor_view
+from explore.training.tensors import to_device
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,21 @@ def build_posthoc_inputs(
     classifier: LinearClassifier,
     num_classes: int,
     thresholds: SplitThresholds,
+    device: torch.device | None = None,
 ) -> PosthocInputs:
-    """``splits`` maps 'train'/'val'/'test' to (features N×d, labels N)."""
+    """``splits`` maps 'train'/'val'/'test' to (features N×d, labels N); the logits are
+    computed on ``device`` (default: the CPU) and stay there."""
+    device = device or torch.device("cpu")
     train_x, train_y = splits["train"]
     counts = np.bincount(train_y, minlength=num_classes)
-    weight_t = torch.from_numpy(np.ascontiguousarray(classifier.weight, dtype=np.float32))
+    weight_t = to_device(np.ascontiguousarray(classifier.weight, dtype=np.float32), device)
 
     def split_logits(name: str) -> SplitLogits | None:
         if name not in splits:
             return None
         x, y = splits[name]
-        return SplitLogits(tensor_view(x, np.float32) @ weight_t.T,
-                           torch.tensor(np.asarray(y), dtype=torch.int64))
+        return SplitLogits(to_device(x, device) @ weight_t.T,
+                           torch.tensor(np.asarray(y), dtype=torch.int64, device=device))
 
     train = split_logits("train")
     test = split_logits("test")
@@ -80,3 +84,19 @@ def build_posthoc_inputs(
         test=test,
         train_labels=np.asarray(train_y, dtype=np.int64),
     )
+
+
+def posthoc_on(inputs: PosthocInputs, device: torch.device) -> PosthocInputs:
+    """``inputs`` with its base logits and labels on ``device`` (the same object when they
+    are there): one copy per trial, every epoch and seed then reads them there."""
+    if inputs.train.logits.device == device:
+        return inputs
+
+    def moved(split: SplitLogits | None) -> SplitLogits | None:
+        if split is None:
+            return None
+        return SplitLogits(to_device(split.logits, device), to_device(split.labels, device, torch.long))
+
+    train, test = moved(inputs.train), moved(inputs.test)
+    assert train is not None and test is not None
+    return dataclasses.replace(inputs, train=train, val=moved(inputs.val), test=test)

@@ -35,21 +35,26 @@ def neighbor_map(tmp_path_factory) -> str:
 
 
 class PluginSpy:
-    """Wraps a recipe module's ``fit_head`` to keep the plug-ins each seed trained with:
-    tests then check them against independent computations (the real loop still runs)."""
+    """Wraps a recipe module's ``train_seeds`` to keep the model and plug-ins each seed
+    trained with: tests then check them against independent computations (the real loop
+    still runs, and trains the very models kept here)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, module) -> None:
         from explore.training import head
 
         self.calls: list[dict] = []
-        real = head.fit_head
+        real = head.train_seeds
 
-        def spy(model, train, val, cfg, *, seed, plugins=None):
-            self.calls.append({"model": model, "train": train, "seed": seed, "plugins": plugins,
-                               "cfg": cfg})
-            return real(model, train, val, cfg, seed=seed, plugins=plugins)
+        def spy(seeds, data, cfg, make, *, device=None, train=None):
+            def recorded(seed, rows):
+                model, plugins = make(seed, rows)
+                self.calls.append({"model": model, "seed": seed, "plugins": plugins, "cfg": cfg,
+                                   "train": train if train is not None else data.train})
+                return model, plugins
 
-        monkeypatch.setattr(module, "fit_head", spy)
+            return real(seeds, data, cfg, recorded, device=device, train=train)
+
+        monkeypatch.setattr(module, "train_seeds", spy)
 
 
 @pytest.fixture()

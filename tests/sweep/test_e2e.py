@@ -65,6 +65,7 @@ def test_sweep_on_imported_features(ray_cluster, tmp_path, capsys):
     assert (df.status == "ok").all() and (df.dataset == "imported").all()
     assert "few" in out and "overall" in out  # the closing summary was printed
     assert method_rows.k.dtype.name == "Int64"  # an integer knob reads back as an integer
+    assert (method_rows.device == "cpu").all()  # no GPU assigned: the heads trained on the CPU
 
     # A second sweep on the same features imports nothing again.
     entries = sorted(p.name for p in (store / "features").iterdir())

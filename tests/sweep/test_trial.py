@@ -74,6 +74,7 @@ def test_a_trials_report_carries_one_row_per_seed_and_a_retry_reuses_them(store_
         assert all(r[name] == value for r in rows)
     assert all(r["role"] == "configuration" and r["base"] == "crt" for r in rows)
     assert all(0 <= r["acc_overall"] <= 1 for r in rows)
+    assert all(r["device"] == "cpu" for r in rows)  # outside Ray, no GPU: the CPU
     report = final_report(rows, 1.5)
     assert report["acc_overall"] == pytest.approx(np.mean([r["acc_overall"] for r in rows]))
     trial = SimpleNamespace(trial_id=f"t-{method}", config=knobs, last_result=report)
@@ -120,6 +121,7 @@ def test_per_epoch_reports_then_a_stop_gives_stopped_rows(store_and_keys):
     assert all(r["W"] == 3 and r.get("acc_overall") is None and r.get("val_acc_overall") is None
                for r in rows)
     assert all(r["started_at"] <= r["finished_at"] for r in rows)
+    assert all(r["device"] == "cpu" for r in rows)  # where the stopped trial trained
 
 
 def test_a_head_trial_reports_only_when_it_reaches_a_rung(store_and_keys):
