@@ -83,7 +83,8 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
         fkey, dataset_name, fset = _backbone_features(cfg, store)
         given = None
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
-    facts = DataFacts(fset.num_classes, counts, cfg.splits, tuple(fset.meta.get("aux_classes", ())))
+    facts = DataFacts(fset.num_classes, counts, cfg.splits, tuple(fset.meta.get("aux_classes", ())),
+                      class_names_given=bool(fset.meta.get("classes_given", True)))
     if recipe.posthoc and given is not None:  # the researcher's own classifier is the base
         key = _given_classifier(store, fkey, given)
         name = "given"
@@ -386,7 +387,8 @@ def plan(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Plan:
         samples = {name: len(s.labels) for name, s in fset.splits.items()}
         counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
         facts = DataFacts(fset.num_classes, counts, cfg.splits,
-                          tuple(fset.meta.get("aux_classes", ())))
+                          tuple(fset.meta.get("aux_classes", ())),
+                          class_names_given=bool(fset.meta.get("classes_given", True)))
         name = "imported"
     else:
         from explore.data.registry import load_dataset

@@ -34,7 +34,7 @@ from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
 from explore.training.tensors import to_device
 
-__all__ = ["BaseRecipe", "P", "Recipe", "RecipeError", "ReferenceRecipe", "Splits",
+__all__ = ["NO_NAMES", "BaseRecipe", "P", "Recipe", "RecipeError", "ReferenceRecipe", "Splits",
            "evaluate_classifier", "evaluate_classifiers"]
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -50,6 +50,11 @@ float32, where e.g. β = 1e308 makes every margin infinite and every trial fail.
 
 class RecipeError(ValueError):
     """Parameters that do not fit the method or the data; the message names the knob."""
+
+
+NO_NAMES = ("{what} needs the classes' names, and these features have only numbers: add "
+            "classes.txt (one name per line, in label order) beside the features")
+"""The refusal of a method that reads the class names' text (format ``what``)."""
 
 
 class Recipe(Generic[P]):

@@ -42,7 +42,7 @@ from explore.methods.lfm import (
     unit_text_rows,
 )
 from explore.plugins import Plugins
-from explore.recipes._recipe import Recipe, RecipeError, ReferenceRecipe
+from explore.recipes._recipe import NO_NAMES, Recipe, RecipeError, ReferenceRecipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features
@@ -262,6 +262,9 @@ class LFMRecipe(Recipe[LFMTrialParams]):
                                dataclasses.replace(params, mixup=False, mms=False))
 
     def check(self, params: LFMTrialParams, facts: DataFacts) -> None:
+        if not facts.class_names_given:
+            raise RecipeError(NO_NAMES.format(what="lfm (its pairs and label shift come from "
+                                                   "the text of the class names)"))
         _check_counts(facts.counts, params)
         from explore.text_encoder import require_text_encoder
 

@@ -41,7 +41,7 @@ from explore.methods.neighbor_silencing import (
 )
 from explore.methods.prototypes import class_means
 from explore.plugins import Plugins
-from explore.recipes._recipe import Recipe, RecipeError
+from explore.recipes._recipe import NO_NAMES, Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
 from explore.training.full import FullModeError, FullPlan, FullSetup
@@ -257,6 +257,10 @@ class NeighborSilencingRecipe(Recipe[NSTrialParams]):
         if not facts.aux_classes:
             raise RecipeError(NO_AUX)
         if params.neighbor_map is None and params.neighbor_source == "text":
+            if not facts.class_names_given:
+                raise RecipeError(NO_NAMES.format(
+                    what="neighbor_silencing with neighbor_source=text (neighbours are "
+                         "nearest by the text of the class names)"))
             from explore.text_encoder import require_text_encoder
 
             try:

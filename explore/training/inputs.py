@@ -26,6 +26,9 @@ class DataFacts:
     thresholds: SplitThresholds
     aux_classes: tuple[str, ...] = ()
     """Classes of the auxiliary pool (the feature split ``aux``), if the data has one."""
+    class_names_given: bool = True
+    """False when the classes have no names, only numbers (imported features without
+    ``classes.txt``): methods that read the names' text cannot run."""
 
     @property
     def num_base_classes(self) -> int:
