@@ -13,7 +13,7 @@ from ray.tune import Callback
 
 from explore.console import Progress, fmt_knobs, fmt_seconds
 from explore.sweep.recorder import error_line
-from explore.sweep.reports import STORAGE_ERROR, epochs_reached
+from explore.sweep.reports import STORAGE_ERROR, TRIAL_ERROR, epochs_reached
 
 __all__ = ["ProgressReporter"]
 
@@ -67,9 +67,10 @@ class ProgressReporter(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        if result.get(STORAGE_ERROR):
-            self._ended(f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: "
-                        f"{result[STORAGE_ERROR]}", important=True)
+        failure = result.get(STORAGE_ERROR) or result.get(TRIAL_ERROR)
+        if failure:
+            self._ended(f"trial {trial.trial_id} ({fmt_knobs(trial.config)}) failed: {failure}",
+                        important=True)
             return
         epochs = epochs_reached(result)
         if epochs is not None:

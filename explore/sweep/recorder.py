@@ -23,7 +23,7 @@ from explore.results.layout import SweepLayout
 from explore.results.rows import build_row
 from explore.store import StorageError, StoragePermanentError, redact
 from explore.sweep.context import TrialContext
-from explore.sweep.reports import STORAGE_ERROR, epochs_reached, rows_of
+from explore.sweep.reports import STORAGE_ERROR, TRIAL_ERROR, epochs_reached, rows_of
 from explore.training.outcome import SeedResult
 
 __all__ = ["RowRecorder", "error_line", "error_rows", "stopped_rows"]
@@ -60,6 +60,8 @@ class RowRecorder(Callback):
         if result.get(STORAGE_ERROR):  # a permanent storage failure the trial did not retry
             self.storage_errors.append(str(result[STORAGE_ERROR]))
             self._failed(trial, str(result[STORAGE_ERROR]))
+        elif result.get(TRIAL_ERROR):  # a configuration that cannot run: not retried
+            self._failed(trial, str(result[TRIAL_ERROR]))
         elif epochs_reached(result) is not None:  # the scheduler stopped it at an epoch
             self._write(trial, SweepLayout.trial_name(trial.trial_id),
                         stopped_rows(self.ctx, dict(trial.config), trial.trial_id, result))

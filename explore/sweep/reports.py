@@ -17,11 +17,16 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["EPOCHS_TRAINED", "EPOCH_REPORT", "ROWS", "STORAGE_ERROR", "SUMMARY_METRICS",
+           "TRIAL_ERROR",
            "EpochReports", "current_placement", "epoch_callbacks", "epoch_reports_from",
            "epochs_reached", "final_report", "rows_of", "summarize_rows", "trial_device"]
 
 STORAGE_ERROR = "explore_storage_error"
 """The key of a trial's report that carries a permanent storage failure."""
+
+TRIAL_ERROR = "explore_trial_error"
+"""The key of a trial's report that carries a deterministic failure (the configuration
+cannot run: a retry would fail the same way), recorded once instead of retried."""
 
 ROWS = "explore_rows"
 """The key of a trial's final report that carries its rows (JSON)."""

@@ -120,8 +120,11 @@ class ExploreOptunaSearch(OptunaSearch):
         user attributes, so the study alone (optuna-dashboard) shows them, and Tune's
         trial id, the ``trial_id`` of its rows in the results. A trial the scheduler
         stopped is told PRUNED."""
-        from explore.sweep.reports import epochs_reached
+        from explore.sweep.reports import STORAGE_ERROR, TRIAL_ERROR, epochs_reached
 
+        if result and (result.get(TRIAL_ERROR) or result.get(STORAGE_ERROR)):
+            super().on_trial_complete(trial_id, None, True)  # FAIL: a resume runs it again
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if result and epochs_reached(result) is not None:
             # Stopped by the scheduler after an epoch report: PRUNED in the study (a

@@ -19,12 +19,13 @@ from typing import Any
 
 import torch
 
-from explore.recipes import Recipe, get_recipe
+from explore.recipes import Recipe, RecipeError, get_recipe
 from explore.results.layout import SweepLayout
 from explore.results.rows import build_row
 from explore.sweep.context import FullTrialContext, HeadTrialContext, TrialContext
 from explore.sweep.reports import (
     STORAGE_ERROR,
+    TRIAL_ERROR,
     EpochReports,
     current_placement,
     epoch_callbacks,
@@ -127,7 +128,8 @@ def rows_of_trial(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> li
 def _report(config: dict[str, Any], ctx: TrialContext, report: Report) -> None:
     from ray import tune
 
-    from explore.store import StoragePermanentError
+    from explore.store import StoragePermanentError, redact
+    from explore.training.full import FullModeError
 
     trial_id = tune.get_context().get_trial_id()
     started = time.perf_counter()
@@ -140,7 +142,17 @@ def _report(config: dict[str, Any], ctx: TrialContext, report: Report) -> None:
         # instead of raising into Tune's retries.
         report({**summarize_rows([]), STORAGE_ERROR: str(exc)})
         return
+    except (RecipeError, FullModeError) as exc:
+        # The configuration cannot run on this data (a deterministic error): recorded as
+        # error rows at once, not retried; a resume runs it again once the cause is fixed.
+        report({**summarize_rows([]), TRIAL_ERROR: redact(_first_line(exc))})
+        return
     report(final_report(rows, time.perf_counter() - started))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

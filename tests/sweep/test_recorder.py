@@ -130,3 +130,17 @@ def test_a_store_that_fails_is_logged_and_the_driver_stays_up(ctx, tmp_path, cap
     recorder.on_trial_result(0, [], _trial("t6", report, W=3), report)
     assert recorder.storage_errors == []
     assert "could not record trial t6" in caplog.text and "a resume runs it again" in caplog.text
+
+
+def test_a_configuration_that_cannot_run_is_recorded_once_not_as_a_storage_failure(ctx):
+    """A deterministic error (the trial reports it instead of raising into Tune's
+    retries) gives error rows with its message; the sweep goes on."""
+    from explore.sweep.reports import TRIAL_ERROR
+
+    recorder = RowRecorder(ctx)
+    result = {**summarize_rows([]), TRIAL_ERROR: "neighbor_map /x/late.json does not exist"}
+    recorder.on_trial_complete(0, [], _trial("t7", result, W=7))
+    assert recorder.storage_errors == [] and recorder.ended == 1
+    rows = writer.read_file(ctx.layout, SweepLayout.error_name({"W": 7}))
+    assert rows["status"].tolist() == ["error", "error"]
+    assert rows["error"].tolist() == ["neighbor_map /x/late.json does not exist"] * 2
