@@ -3,13 +3,11 @@
 One table (and JSON with ``--json``) of what explore does on the device, each figure saying
 where it actually ran:
 
-1. **Head methods at ImageNet-LT size** (SWRM, DySWRM, neighbor silencing, LFM; one epoch,
-   one seed each, through the recipe's ``fit_head``), seconds per epoch per seed against
-   the *device's* matrix-product floor of the same epoch measured in the same run, and the
-   floor's products for 4 seeds stacked (``bmm``) versus one seed after the other. The
-   device is passed to ``fit_head`` where the code accepts one (a ``device`` parameter of
-   ``fit_head`` or a ``device`` field of ``HeadTrainConfig``); otherwise the heads run on
-   the CPU and the figure says so.
+1. **Head methods at ImageNet-LT size** (SWRM, DySWRM, neighbor silencing, LFM; one epoch
+   through the recipe's ``fit_head`` on the device, ``TrialInputs.device``), seconds per
+   epoch per seed against the *device's* matrix-product floor of the same epoch measured in
+   the same run, and the method's own seeds trained stacked (``head.seeds_stacked=true``)
+   versus one at a time.
 2. **Four trials packed on one device versus one at a time**: 4 worker processes (what
    Ray starts for 4 trials of ``gpus_per_trial=0.25``: processes sharing the GPU) each
    train a linear head's epochs (its matrix products, on the device), all at once and
@@ -28,7 +26,6 @@ well under 8 minutes on one H100; ``--device cpu`` runs the same code at smoke s
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import multiprocessing
 import time
@@ -41,12 +38,11 @@ import torch
 
 from benchmarks._pack_worker import trial_worker
 from benchmarks._timing import Figure
-from benchmarks.heads import AUX_PER_CLASS, case_shape, floor_epochs, floor_seeds, head_cases, sync
+from benchmarks.heads import AUX_PER_CLASS, case_shape, floor_epochs, head_cases, sync
 from benchmarks.synthetic import IMAGENET_LT, LongTailSize, make_aux_split, make_feature_set
 from explore.recipes import get_recipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
-from explore.training.head import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from explore.training.tensors import tensor_view
 
@@ -85,49 +81,59 @@ def describe(device: torch.device) -> str:
 # --------------------------------------------------------------------------- 1. heads
 
 
-def _head_device_argument(recipe: Any, head: HeadTrainConfig, device: torch.device) -> tuple[dict[str, Any], Any, str]:
-    """(extra fit_head kwargs, head config, where it runs) for ``device``: passed where the
-    code accepts a device, else the CPU."""
-    if "device" in inspect.signature(recipe.fit_head).parameters:
-        return {"device": device}, head, describe(device)
-    if "device" in {f.name for f in dataclasses.fields(HeadTrainConfig)}:
-        return {}, dataclasses.replace(head, device=str(device)), describe(device)  # type: ignore[call-arg]
-    return {}, head, "cpu (fit_head takes no device yet)"
+def _fit_seconds(recipe: Any, trial: TrialInputs, params: Any, seeds: list[int],
+                 device: torch.device) -> tuple[float, Any]:
+    """Wall seconds of one ``fit_head`` (the device synchronised: a result read without it
+    would time only the kernel launches) and the fit."""
+    sync(device)
+    started = time.perf_counter()
+    fit = recipe.fit_head(trial, params, seeds)
+    sync(device)
+    return time.perf_counter() - started, fit
 
 
 def bench_heads_on_device(sizes: GpuSizes, device: torch.device) -> list[Figure]:
+    """Each head method trained on ``device`` (``TrialInputs.device``: features copied there
+    once, batches sliced there), against the device's matrix-product floor of the same
+    epoch; then ``stacked_seeds`` seeds trained stacked against one at a time."""
     fset = make_feature_set(sizes.heads)
     aux, names, _ = make_aux_split(sizes.heads, num_aux=sizes.heads_aux, per_class=AUX_PER_CLASS)
     with_aux = FeatureSet({**fset.splits, "aux": aux}, fset.classes, {**fset.meta, "aux_classes": list(names)})
     th = SplitThresholds()
-    plain, ns_inputs = TrialInputs(fset, None, th), TrialInputs(with_aux, None, th)
+    plain = TrialInputs(fset, None, th, device=device)
+    ns_inputs = TrialInputs(with_aux, None, th, device=device)
     x = tensor_view(fset.train.features).to(device)
     val_x = tensor_view(fset.val.features).to(device)
+    seeds = list(range(sizes.stacked_seeds))
     figures = []
     for case in head_cases(1):
         inputs = ns_inputs if case.method == "neighbor_silencing" else plain
         recipe = get_recipe(case.method)
-        extra, head, ran_on = _head_device_argument(recipe, case.head, device)
-        trial = dataclasses.replace(inputs, head=head)
+        params = recipe.params(case.settings)
+        one = dataclasses.replace(inputs, head=dataclasses.replace(case.head, seeds_stacked=False))
         try:
-            shape = case_shape(case, trial)
-            result = recipe.fit_head(trial, recipe.params(case.settings), [0], **extra).results[0]
+            shape = case_shape(case, one)
+            seconds, fit = _fit_seconds(recipe, one, params, [0], device)
+            stacked_s, _ = _fit_seconds(recipe, dataclasses.replace(
+                inputs, head=dataclasses.replace(case.head, seeds_stacked=True)), params, seeds, device)
+            sequential_s, _ = _fit_seconds(recipe, one, params, seeds, device)
         except Exception as exc:  # noqa: BLE001 - one method's failure (e.g. no text encoder) is a line
             figures.append(Figure(f"{case.method}: not run", math.nan, "", note=f"{type(exc).__name__}: {exc}"))
             continue
+        result = fit.results[0]
+        epochs = max(case.head.epochs, 1)
         floor_epochs(shape, x, val_x, 1)  # warm-up: kernels chosen, memory allocated
         floor = floor_epochs(shape, x, val_x, 1)
-        stacked = floor_seeds(shape, x, sizes.stacked_seeds, min(shape.batches, 32), batched=True)
-        sequential = floor_seeds(shape, x, sizes.stacked_seeds, min(shape.batches, 32), batched=False)
         figures += [
-            Figure(f"{case.method}: s per epoch per seed", result.train_seconds, "s",
-                   note=f"ran on {ran_on}; {shape.rows} rows, batch {shape.batch}; "
-                        f"test top-1 {result.test['acc_overall']:.3f}"),
+            Figure(f"{case.method}: s per epoch per seed", seconds / epochs, "s",
+                   note=f"on {describe(device)} (its evaluation included); {shape.rows} rows, "
+                        f"batch {shape.batch}; test top-1 {result.test['acc_overall']:.3f}"),
             Figure("  device's matrix-product floor, s per epoch", floor, "s",
                    note=f"on {describe(device)}: {shape.gflop:.0f} GFLOP → {shape.gflop / floor:.0f} GFLOP/s"),
-            Figure("  ratio to the device's floor", result.train_seconds / floor, "x"),
-            Figure(f"  floor products, {sizes.stacked_seeds} seeds stacked vs sequential",
-                   sequential / stacked, "x", note=f"on {describe(device)}"),
+            Figure("  ratio to the device's floor", seconds / epochs / floor, "x"),
+            Figure(f"  {len(seeds)} seeds stacked vs one at a time (the method itself)",
+                   sequential_s / stacked_s, "x", note=f"on {describe(device)}: "
+                   f"{sequential_s:.2f} s one at a time, {stacked_s:.2f} s stacked"),
         ]
     return figures
 

@@ -7,7 +7,7 @@ linear head is one batched product). Per step the loss is the sum over seeds of 
 mean loss, so each seed's gradient is its own; the optimisers are element-wise (SGD, Adam),
 so each seed's update is its own too. Each seed keeps its generator, sampler order, mixing,
 plug-ins and selected epoch: the result equals :func:`~explore.training.head.fit_head` run
-seed after seed, within float rounding (tests/training/test_stacked.py).
+seed after seed, within float rounding (tests/recipes/test_seeds_stacked.py).
 """
 
 from __future__ import annotations
