@@ -16,6 +16,7 @@ from explore.methods.swrm import tsne_coordinates
 from explore.recipes import get_recipe
 from explore.recipes import swrm as swrm_recipe
 from explore.training.inputs import head_data
+from tests.recipes.test_swrm import _hand_weights_and_margins
 from tests.support.synthetic import COUNTS
 
 COMPONENTS = ("swrm", "swr", "swm", "none")
@@ -23,21 +24,10 @@ SIGNS = ("paper", "ldam")
 
 
 def _by_hand(counts, coords, W, beta, components, sign):
-    """Eq. (2) and (3) per class from the coordinates (sorted window of W around c, shifted
-    at the ends, the extra class above for even W; standardised coordinates), then the
-    switches."""
+    """Eq. (2) and (3) per class written out (test_swrm's independent hand computation),
+    then the switches."""
+    weights, margins = (list(v) for v in _hand_weights_and_margins(counts, coords, W, beta))
     C = len(counts)
-    order = sorted(range(C), key=lambda c: (coords[c], c))
-    mean, std = float(np.mean(coords)), float(np.std(coords))
-    z = [(coords[c] - mean) / std for c in range(C)]
-    weights, margins = [], []
-    for c in range(C):
-        pos = order.index(c)
-        start = min(max(pos - (W - 1) // 2, 0), C - W)
-        window = order[start:start + W]
-        local = sum(counts[i] for i in window) / W / counts[c]
-        weights.append(math.log(1 + max(counts) / counts[c] * local))
-        margins.append(math.log(sum(math.exp(beta * abs(z[i] - z[c])) for i in window) / W))
     if components in ("swm", "none"):
         weights = [1.0] * C
     if components in ("swr", "none"):
