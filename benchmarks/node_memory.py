@@ -142,11 +142,7 @@ def bench_node_memory_local(size: LongTailSize, rows_per_shard: int) -> NodeMemo
 
 
 def bench_node_memory_s3(size: LongTailSize, rows_per_shard: int) -> NodeMemoryReport:
-    """Needs the loopback namespace (the caller checks ``loopback_only()``)."""
-    import boto3
+    from benchmarks.store import moto_bucket
 
-    from benchmarks.store import moto_server
-
-    with tempfile.TemporaryDirectory(prefix="explore-bench-moto-") as tmp, moto_server(tmp) as endpoint:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="explore-bench")
-        return bench_node_memory("s3://explore-bench/nodemem", "S3 store (moto)", size, rows_per_shard)
+    with moto_bucket("nodemem") as uri:
+        return bench_node_memory(uri, "S3 store (moto)", size, rows_per_shard)

@@ -149,13 +149,20 @@ def bench_store_local(size: LongTailSize, repeats: int) -> StoreReport:
         return bench_store(os.path.join(tmp, "store"), "local disk", size, repeats)
 
 
-def bench_store_s3(size: LongTailSize, repeats: int) -> StoreReport:
-    """Needs the loopback namespace (the caller checks ``loopback_only()``)."""
+@contextmanager
+def moto_bucket(prefix: str) -> Iterator[str]:
+    """``s3://explore-bench/<prefix>`` on a moto server of its own (stopped on exit). Needs
+    the loopback namespace (the caller checks ``loopback_only()``)."""
     import boto3
 
     with tempfile.TemporaryDirectory(prefix="explore-bench-moto-") as tmp, moto_server(tmp) as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="explore-bench")
-        return bench_store("s3://explore-bench/store", "S3 API, moto on 127.0.0.1", size, repeats)
+        yield f"s3://explore-bench/{prefix}"
+
+
+def bench_store_s3(size: LongTailSize, repeats: int) -> StoreReport:
+    with moto_bucket("store") as uri:
+        return bench_store(uri, "S3 API, moto on 127.0.0.1", size, repeats)
 
 
 def store_size(megabytes: float, d: int = 2048) -> LongTailSize:

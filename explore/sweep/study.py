@@ -18,6 +18,7 @@ import pandas as pd
 
 from explore.results.layout import SweepLayout
 from explore.store import uri as storage
+from explore.store.documents import read_bytes, write_bytes
 
 log = logging.getLogger("explore")
 
@@ -68,17 +69,12 @@ class StudyJournal:
         else:
             self.path = Path(storage.resolve(layout.journal)[1])
 
-    def _remote_path(self) -> tuple[object, str]:
-        return storage.resolve(self.layout.journal)
-
     def local_path(self, fetch: bool = False) -> str:
         """The journal's local file; on a resume from S3 the mirrored copy is fetched first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.remote and fetch and not self.path.exists():
-            fs, path = self._remote_path()
             try:
-                with fs.open_input_file(path) as f:  # type: ignore[attr-defined]
-                    self.path.write_bytes(f.read_buffer(f.size()).to_pybytes())
+                self.path.write_bytes(read_bytes(self.layout.journal, "fetching the study journal"))
             except FileNotFoundError:
                 log.warning("resume: no Optuna journal under the sweep; the study restarts empty")
         return str(self.path)
@@ -86,9 +82,7 @@ class StudyJournal:
     def upload(self) -> None:
         if not self.remote or not self.path.exists():
             return
-        fs, path = self._remote_path()
-        with fs.open_output_stream(path) as f:  # type: ignore[attr-defined]
-            f.write(self.path.read_bytes())
+        write_bytes(self.layout.journal, self.path.read_bytes(), "uploading the study journal")
 
 
 def reconcile_study(
