@@ -214,10 +214,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, overrides: list[str]) -> int:
+    from explore.sweep import phases
+
+    phases.mark("imports")
+    try:
+        return _run_sweep(name, overrides)
+    finally:
+        phases.mark("summary")
+        phases.write()
+
+
+def _run_sweep(name: str, overrides: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from explore.config import compose, sweep_config
     from explore.console import setup_logging
+    from explore.sweep import phases
     from explore.sweep.driver import SweepFailedError, run
     from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
     from explore.sweep.tuning import SweepInterruptedError
@@ -228,6 +240,7 @@ def _run(name: str, overrides: list[str]) -> int:
         raw = OmegaConf.to_container(composed, resolve=True)
         assert isinstance(raw, dict)  # a composed config is a mapping
         setup_logging(cfg.verbose)
+        phases.mark("config")
         keep_credentials_out_of_runtime_envs()
         uri = run(cfg, {str(k): v for k, v in raw.items()}, overrides=overrides)
     except (SweepInterruptedError, KeyboardInterrupt) as exc:

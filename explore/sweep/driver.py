@@ -22,7 +22,7 @@ from explore.recipes import get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance, build_row
-from explore.sweep import resume, scheduling
+from explore.sweep import phases, resume, scheduling
 from explore.sweep.context import FullTrialContext, HeadTrialContext, TrialContext
 from explore.sweep.plan import DataSummary, SweepPlan, check_mode, plan_sweep
 
@@ -80,6 +80,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     check_mode(cfg, recipe)  # before Ray starts
     with resume.locked(layout, resuming, force=cfg.resume_force_unlock):
         init_ray(cfg.verbose)
+        phases.mark("ray")
         prepared = prepare(cfg, recipe, store)
         reference = prepared.reference
         sweep = plan_sweep(cfg, recipe, layout, resuming, DataSummary(
@@ -102,9 +103,11 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
         )
         ctx = trial_context(sweep, prov)
         _write_reference_rows(ctx, prepared)
+        phases.mark("prepare")
         val = [r.val["acc_overall"] for r in reference.results if "acc_overall" in r.val]
         try:
             run_trials(sweep, ctx, float(sum(val) / len(val)) if val else None)
+            phases.mark("trials")
         except SweepInterruptedError:
             close(layout, incomplete=True, summary=summary)
             raise
