@@ -252,9 +252,23 @@ class RunnerConfig:
     gpus_per_worker: float | None = None
     """GPUs each Ray Train worker of ``mode=full`` requests (fractional allowed); None: 1
     when ``backbone.use_gpu`` else 0 (:meth:`worker_gpus`)."""
+    trial_runner: Literal["auto", "workers", "tune"] = "auto"
+    """Who runs the trials. workers: warm trial workers (Ray actors that keep the inputs
+    they loaded) fed by the Optuna searcher in the driver, no Tune run; tune: one Ray Tune
+    run, which ASHA, ``mode=full`` and ``head_placement=ray_train`` need; auto: workers
+    where they can run the sweep, else tune."""
+    worker_idle_s: float = 600.0
+    """On a running cluster (``RAY_ADDRESS``), warm trial workers outlive the sweep and
+    stay up this many seconds after their last trial, holding their CPU/GPU, so that the
+    next sweep on the same code starts no process and reloads nothing; 0: they end with
+    the sweep. (A sweep that starts its own cluster ends its workers with it.)"""
 
     def __post_init__(self) -> None:
         _choice("runner.head_placement", self.head_placement, ("in_trial", "ray_train"))
+        _choice("runner.trial_runner", self.trial_runner, ("auto", "workers", "tune"))
+        if not self.worker_idle_s >= 0 or math.isinf(self.worker_idle_s):
+            raise ConfigError(f"runner.worker_idle_s={self.worker_idle_s!r} must be a number of "
+                              "seconds >= 0")
         if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
             raise ConfigError("runner: cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         _count("runner.max_failures", self.max_failures, -1)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from explore.analyze.summary import POINTS, fmt_points
-from explore.analyze.verdicts import BETTER, WORSE, PairedInterval, paired_interval
+from explore.analyze.verdicts import BETTER, WORSE, PairedInterval, paired_interval, t_quantile
 from explore.store import uri as storage
 
 __all__ = ["BoardData", "BoardRow", "Choice", "board_rows", "board_uri", "choose", "is_board",
@@ -190,9 +190,7 @@ def _mean_interval(values: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     if len(values) < 2:
         return float(values.mean()), math.nan
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    half = t_quantile(0.975, len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
     return float(values.mean()), half
 
 

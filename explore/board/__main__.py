@@ -34,14 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     from explore.board.runner import run_board
     from explore.console import setup_logging
-    from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
     from explore.sweep.tuning import SweepInterruptedError
 
     board = None
     try:
         board = load_board(argv)
         setup_logging(board.entries[0].cfg.verbose)
-        keep_credentials_out_of_runtime_envs()
         uri = run_board(board)
     except (SweepInterruptedError, KeyboardInterrupt) as exc:
         print(f"error: {exc or 'interrupted'}; what finished is kept — run the same command "

@@ -231,7 +231,6 @@ def _run_sweep(name: str, overrides: list[str]) -> int:
     from explore.console import setup_logging
     from explore.sweep import phases
     from explore.sweep.driver import SweepFailedError, run
-    from explore.sweep.ray_env import keep_credentials_out_of_runtime_envs
     from explore.sweep.tuning import SweepInterruptedError
 
     try:
@@ -241,7 +240,6 @@ def _run_sweep(name: str, overrides: list[str]) -> int:
         assert isinstance(raw, dict)  # a composed config is a mapping
         setup_logging(cfg.verbose)
         phases.mark("config")
-        keep_credentials_out_of_runtime_envs()
         uri = run(cfg, {str(k): v for k, v in raw.items()}, overrides=overrides)
     except (SweepInterruptedError, KeyboardInterrupt) as exc:
         print(f"error: {exc or 'interrupted'}; finished trials are kept — run the same command "

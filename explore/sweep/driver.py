@@ -10,6 +10,7 @@ the same plan (:mod:`explore.sweep.plan`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import subprocess
@@ -61,6 +62,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.store import FeatureStore
     from explore.sweep.cluster import init_ray
     from explore.sweep.tuning import SweepInterruptedError, run_trials
+    from explore.sweep.workers import WorkerPool
 
     overrides = list(overrides or [])
     raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
@@ -78,8 +80,15 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             tuple(found.steps))).render(), flush=True)
         return layout.results
     check_mode(cfg, recipe)  # before Ray starts
-    with resume.locked(layout, resuming, force=cfg.resume_force_unlock):
+    on_workers = scheduling.runs_on_workers(cfg)
+    with resume.locked(layout, resuming, force=cfg.resume_force_unlock), \
+            contextlib.ExitStack() as cleanup:
         init_ray(cfg.verbose)
+        pool = None
+        if on_workers:
+            # Workers start (import torch, the recipes) while the driver prepares the inputs.
+            pool = WorkerPool.for_sweep(cfg, _trials_at_once(cfg))
+            cleanup.callback(pool.close)
         phases.mark("ray")
         prepared = prepare(cfg, recipe, store)
         reference = prepared.reference
@@ -106,12 +115,19 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
         phases.mark("prepare")
         val = [r.val["acc_overall"] for r in reference.results if "acc_overall" in r.val]
         try:
-            run_trials(sweep, ctx, float(sum(val) / len(val)) if val else None)
+            run_trials(sweep, ctx, float(sum(val) / len(val)) if val else None, pool)
             phases.mark("trials")
         except SweepInterruptedError:
             close(layout, incomplete=True, summary=summary)
             raise
     return close(layout, summary=summary)
+
+
+def _trials_at_once(cfg: SweepConfig) -> int:
+    """Trials that may run at once: ``search.max_concurrent_trials``, and one for a space
+    with every knob pinned (it is one configuration)."""
+    pinned = all(knob.type == "fixed" for knob in cfg.space.values())
+    return 1 if pinned else scheduling.max_concurrent(cfg)
 
 
 def trial_context(sweep: SweepPlan, provenance: Provenance) -> TrialContext:

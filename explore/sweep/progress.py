@@ -1,4 +1,4 @@
-"""The sweep's live view: its bar and one line per finished trial (a Tune callback).
+"""The sweep's live view: its bar and one line per finished trial (trial hooks).
 
 Drawing only; what a trial's end writes is :class:`explore.sweep.recorder.RowRecorder`'s.
 """
@@ -9,16 +9,15 @@ import math
 import time
 from typing import Any
 
-from ray.tune import Callback
-
 from explore.console import Progress, fmt_knobs, fmt_seconds
+from explore.sweep.hooks import TrialHooks
 from explore.sweep.recorder import error_line
 from explore.sweep.reports import STORAGE_ERROR, TRIAL_ERROR, epochs_reached
 
 __all__ = ["ProgressReporter"]
 
 
-class ProgressReporter(Callback):
+class ProgressReporter(TrialHooks):
     """The sweep's bar (trials done/total, running, best so far on the search metric, time
     left) and one line per finished, failed or stopped trial. Draws only: what a trial's
     end writes is :class:`~explore.sweep.recorder.RowRecorder`'s."""

@@ -1,7 +1,7 @@
-"""Every write at a trial's end, as a Tune callback: the trial's rows when it finishes,
-``status=error`` rows when it fails for good, ``status=stopped`` rows when the scheduler
-ends it early, the removal of a configuration's stale error rows once it succeeds, and the
-study journal's upload. The live view (:mod:`explore.sweep.progress`) only draws.
+"""Every write at a trial's end, as trial hooks (:mod:`explore.sweep.hooks`): the trial's
+rows when it finishes, ``status=error`` rows when it fails for good, ``status=stopped``
+rows when the scheduler ends it early, the removal of a configuration's stale error rows
+once it succeeds, and the study journal's upload. The live view (:mod:`explore.sweep.progress`) only draws.
 
 Results are written by the driver (one writer, the store's atomic single-step writes), so
 a trial that finished is recorded exactly once, and a failed trial never loses the rows of
@@ -15,14 +15,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ray.tune import Callback
-
 from explore.recipes import get_recipe
 from explore.results import writer
 from explore.results.layout import SweepLayout
 from explore.results.rows import build_row
 from explore.store import StorageError, StoragePermanentError, redact
 from explore.sweep.context import TrialContext
+from explore.sweep.hooks import TrialHooks
 from explore.sweep.reports import STORAGE_ERROR, TRIAL_ERROR, epochs_reached, rows_of
 from explore.training.outcome import SeedResult
 
@@ -31,7 +30,7 @@ __all__ = ["RowRecorder", "error_line", "error_rows", "stopped_rows"]
 log = logging.getLogger("explore")
 
 
-class RowRecorder(Callback):
+class RowRecorder(TrialHooks):
     """Records each trial's end in the sweep's results (see the module docstring).
 
     ``on_trial_end`` runs after each trial's end is recorded (the journal upload).

@@ -13,7 +13,7 @@ from explore.recipes import get_recipe
 from explore.sweep.context import TrialContext
 
 __all__ = ["drives_train", "max_concurrent", "max_concurrent_guess", "placement_summary",
-           "rungs", "scheduler", "trial_function", "trials_that_fit"]
+           "rungs", "runs_on_workers", "scheduler", "trial_function", "trials_that_fit"]
 
 log = logging.getLogger("explore")
 
@@ -21,6 +21,22 @@ log = logging.getLogger("explore")
 def drives_train(cfg: SweepConfig) -> bool:
     """Whether a trial drives Ray Train runs (and holds only ``trial_driver``)."""
     return cfg.mode == "full" or cfg.runner.head_placement == "ray_train"
+
+
+def runs_on_workers(cfg: SweepConfig) -> bool:
+    """Whether warm trial workers run the sweep (``runner.trial_runner``): head trials in
+    their own process, trained to the end. Early stopping (ASHA), Train-driving trials
+    (``mode=full``, ``head_placement=ray_train``) are Tune's."""
+    needs_tune = [what for what, needed in (
+        ("search.scheduler=asha", cfg.search.scheduler == "asha"),
+        ("mode=full", cfg.mode == "full"),
+        ("runner.head_placement=ray_train", cfg.runner.head_placement == "ray_train"))
+        if needed]
+    if cfg.runner.trial_runner == "workers" and needs_tune:
+        raise ConfigError(f"runner.trial_runner=workers cannot run a sweep with "
+                          f"{' and '.join(needs_tune)}: that needs a Tune run "
+                          "(runner.trial_runner=tune or auto)")
+    return cfg.runner.trial_runner != "tune" and not needs_tune
 
 
 def trial_function(cfg: SweepConfig, ctx: TrialContext) -> Any:
@@ -92,6 +108,11 @@ def placement_summary(cfg: SweepConfig) -> str:
                  "'trial_driver')")
     elif cfg.runner.head_placement == "ray_train":
         where = "each trial runs a one-worker Ray Train job (the trial holds 'trial_driver')"
+    elif runs_on_workers(cfg):
+        kept = (f"kept warm {cfg.runner.worker_idle_s:g} s after the sweep for the next one"
+                if address and cfg.runner.worker_idle_s > 0 else "ended with the sweep")
+        where = (f"each trial trains its seeds on a warm trial worker ({cfg.runner.cpus_per_trial:g}"
+                 f" CPU, {cfg.runner.gpus_per_trial:g} GPU; {kept})")
     else:
         where = (f"each trial trains its seeds inside its Tune trial ({cfg.runner.cpus_per_trial:g}"
                  f" CPU, {cfg.runner.gpus_per_trial:g} GPU)")

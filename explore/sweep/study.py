@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import pandas as pd
 
 from explore.results.layout import SweepLayout
 from explore.store import uri as storage
 from explore.store.documents import read_bytes, write_bytes
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger("explore")
 
@@ -98,6 +100,8 @@ def reconcile_study(
     enqueued, so the resumed sweep runs it first (a grid sampler would otherwise count
     a FAILed configuration as visited and never run it). ``metrics``: the study's
     objectives (two for a Pareto search)."""
+    import optuna
+
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     try:
         study = optuna.load_study(study_name=study_name, storage=study_storage)
@@ -125,6 +129,8 @@ def _requeue_failed(study: optuna.Study, finished: pd.DataFrame, knobs: list[str
     """A configuration whose trial failed for good (status=error rows) runs again on a
     resume — after the user fixed the cause. A grid sampler would otherwise count it as
     visited and never propose it again."""
+    import optuna
+
     def key(params: dict) -> tuple:
         return tuple(sorted((k, str(v)) for k, v in params.items()))
 

@@ -36,8 +36,8 @@ from explore.sweep.reports import (
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.outcome import Fit
 
-__all__ = ["load_inputs", "rows_of_trial", "run_configuration", "train_job_trainable",
-           "trainable"]
+__all__ = ["final_result", "load_inputs", "rows_of_trial", "run_configuration",
+           "train_job_trainable", "trainable"]
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -125,13 +125,10 @@ def rows_of_trial(ctx: TrialContext, knobs: dict[str, Any], trial_id: str) -> li
     return run_configuration(ctx, knobs, trial_id)
 
 
-def _report(config: dict[str, Any], ctx: TrialContext, report: Report) -> None:
-    from ray import tune
-
+def _report(config: dict[str, Any], ctx: TrialContext, trial_id: str, report: Report) -> None:
     from explore.store import StoragePermanentError, redact
     from explore.training.full import FullModeError
 
-    trial_id = tune.get_context().get_trial_id()
     started = time.perf_counter()
     try:
         with _epochs_reported(ctx, report):
@@ -174,7 +171,15 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     ``trial_driver``, docs/operations.md#the-trial_driver-resource)."""
     from ray import tune
 
-    _report(config, ctx, tune.report)
+    _report(config, ctx, tune.get_context().get_trial_id(), tune.report)
+
+
+def final_result(config: dict[str, Any], ctx: HeadTrialContext, trial_id: str) -> dict[str, Any]:
+    """A head trial run outside Tune (a warm worker, :mod:`explore.sweep.workers`): its
+    final report, what Tune's trainable reports last."""
+    reports: list[dict[str, Any]] = []
+    _report(config, ctx, trial_id, reports.append)
+    return reports[-1]
 
 
 def train_job_trainable(config: dict[str, Any], ctx: TrialContext) -> None:

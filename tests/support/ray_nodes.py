@@ -138,3 +138,17 @@ def cluster_nodes(gcs_address: str) -> list[dict[str, Any]]:
     if done.returncode != 0:
         return []
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def end_detached_workers(ray: Any, timeout: float = 60.0) -> None:
+    """End every detached trial worker (explore/sweep/workers.py) of the connected cluster,
+    waiting for busy ones to finish their trial: a test leaves no worker holding CPUs."""
+    from explore.sweep.workers import NAMESPACE, release_idle_workers
+
+    deadline = time.monotonic() + timeout
+    while any(a.get("namespace") == NAMESPACE
+              for a in ray.util.list_named_actors(all_namespaces=True)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("detached trial workers did not end")
+        release_idle_workers(keep_prefix="\0")  # no worker name starts with it
+        time.sleep(0.5)

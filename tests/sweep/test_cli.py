@@ -121,7 +121,7 @@ def test_dry_run_on_a_cold_store_trains_and_writes_nothing(tmp_path):
     # 20 asked, but the finite space has 6 × 2 configurations
     assert "12 configuration(s) (the space has 12) × 3 seeds (0, 1, 2) = 36 runs" in out
     assert "a local Ray cluster started by this command" in out
-    assert "each trial trains its seeds inside its Tune trial (1 CPU, 0 GPU)" in out
+    assert "each trial trains its seeds on a warm trial worker (1 CPU, 0 GPU; ended with the sweep)" in out
     for step in ("backbone   would run  small_cnn", "features   would run  extract train/val/test "
                  "(13238 images)", "base       would run  crt on the features, seed(s) 0"):
         assert step in out, step

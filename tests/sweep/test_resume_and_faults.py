@@ -13,6 +13,7 @@ import pytest
 
 from explore.results.reader import read_rows
 from explore.sweep.__main__ import main as sweep_main
+from tests.support.ray_nodes import end_detached_workers
 from tests.support.synthetic import write_feature_dir
 
 pytestmark = pytest.mark.ray
@@ -50,6 +51,9 @@ def test_killed_driver_resumes_to_the_rows_of_an_uninterrupted_sweep(ray_cluster
     assert victim is not None, "the driver never finished two trials"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    # Its detached trial worker outlives it (by design); it finishes the trial it runs and
+    # is ended here, so that it holds no CPU of this cluster after the test.
+    end_detached_workers(ray_cluster, timeout=120)
     before = {p.name: p.read_bytes() for p in (victim / "results").glob("*.parquet")}
     assert len([n for n in before if n.startswith("trial-")]) < 6, "the driver finished before the kill"
 

@@ -6,14 +6,14 @@ import optuna
 import pytest
 
 from explore.config import KnobSpace, load
-from explore.sweep import search
+from explore.sweep import search, tune_search
 
 
 def _searcher(overrides: list[str], storage=None, reference=None):
     cfg = load(["alphanet_k", *overrides])
-    s = search.searcher(cfg, cfg.space, "study", storage or optuna.storages.InMemoryStorage(),
+    s = tune_search.searcher(cfg, cfg.space, "study", storage or optuna.storages.InMemoryStorage(),
                         reference)
-    assert s.set_search_properties(None, None, search.param_space(cfg.space))
+    assert s.set_search_properties(None, None, tune_search.param_space(cfg.space))
     return s
 
 
@@ -93,7 +93,7 @@ def test_few_within_records_the_constraint_against_the_reference():
 def test_few_within_needs_the_reference():
     cfg = load(["alphanet_k", "search.objective=few_within"])
     with pytest.raises(ValueError, match="few_within"):
-        search.searcher(cfg, cfg.space, "s", optuna.storages.InMemoryStorage(), None)
+        tune_search.searcher(cfg, cfg.space, "s", optuna.storages.InMemoryStorage(), None)
 
 
 def test_a_trial_stopped_after_an_epoch_report_is_pruned_not_completed():
