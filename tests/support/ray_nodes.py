@@ -43,7 +43,8 @@ class RayNode:
 
     def kill(self) -> None:
         """SIGKILL to every process of the node (raylet, its workers, agents): a lost node."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # `ray start` exited: e.g. it failed
+            os.killpg(self.proc.pid, signal.SIGKILL)
         for pid in _pids_naming(self.temp_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
