@@ -21,6 +21,7 @@ import torch
 
 from benchmarks._timing import Figure, load_average
 from benchmarks.extraction import bench_extraction
+from benchmarks.fixed_cost import bench_fixed_cost
 from benchmarks.gpu import bench_gpu
 from benchmarks.heads import bench_heads
 from benchmarks.node_memory import bench_node_memory_local, bench_node_memory_s3
@@ -32,7 +33,9 @@ from benchmarks.store import bench_store_local, bench_store_s3, loopback_only, s
 from benchmarks.synthetic import IMAGENET_LT, LongTailSize, Problem
 from explore.methods.alphanet import AlphaNetParams
 
-NAMES = ("repeats", "recompute", "overhead", "store", "scale", "heads", "nodemem", "extraction", "gpu")
+NAMES = ("repeats", "recompute", "overhead", "fixedcost", "store", "scale", "heads", "nodemem", "extraction",
+         "gpu")
+"""``overhead`` selects ``fixedcost`` too (the per-phase table of a sweep's fixed cost)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class Mode:
     extraction_scale: int = 40
     """Extraction: ImageNet-LT's split sizes and shard size divided by this."""
     extraction_rounds: int = 2
+    fixedcost_repeats: int = 5
+    """Fixed cost: second sweeps per way of running (after one cold sweep each)."""
 
 
 FULL = Mode("full", IMAGENET_LT, replace(IMAGENET_LT, d=256), epochs=25, repeats_runs=2, recompute_seeds=2,
@@ -77,7 +82,7 @@ QUICK = Mode("quick", replace(IMAGENET_LT, d=256).scaled(200), None, epochs=10, 
              recompute_seeds=2, recompute_runs=2, store_mb=50, store_runs=5, scale_classes=(100, 200),
              scale_ks=(2, 5), overhead_trials=4, overhead_trial_seconds=3.0, overhead_placements=("in_trial",),
              heads_epochs=2, heads_seeds=3, heads_aux=100, heads_batch_seeds=2, nodemem_classes=60,
-             nodemem_shard_rows=4096, extraction_scale=200, extraction_rounds=1)
+             nodemem_shard_rows=4096, extraction_scale=200, extraction_rounds=1, fixedcost_repeats=2)
 
 
 def _describe(size: LongTailSize) -> str:
@@ -134,6 +139,14 @@ def run(mode: Mode, only: set[str], out: Callable[[str], None] = _print,
                    "full sweep path vs in-process", figs, started)
         else:
             out("(overhead skipped: it starts Ray, so it must run in the loopback-only namespace)")
+    if "fixedcost" in only or "overhead" in only:  # overhead selects it too
+        started = time.perf_counter()
+        if loopback_only():
+            figs = bench_fixed_cost(mode.fixedcost_repeats, out)
+            report("10. fixed cost of a one-configuration 10-seed sweep, CIFAR-100-LT-shaped features: "
+                   "own cluster / RAY_ADDRESS / ray job submit", figs, started)
+        else:
+            out("(fixedcost skipped: it starts Ray, so it must run in the loopback-only namespace)")
     if "store" in only:
         started = time.perf_counter()
         size = store_size(mode.store_mb)
@@ -201,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     mode = QUICK if args.quick else FULL
     only = set(args.only or NAMES)
+    if "overhead" in only:
+        only.add("fixedcost")
     _print(f"explore benchmarks, {mode.name} mode: {', '.join(n for n in NAMES if n in only)}")
     print(f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {sys.version.split()[0]}, "

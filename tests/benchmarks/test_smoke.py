@@ -108,3 +108,18 @@ def test_quick_mode_sizes_and_cli_wiring():
     figures = cli.run(tiny, {"recompute"}, out=lines.append)
     assert any("2. work AlphaNet need not redo" in line for line in lines)
     assert figures and all(math.isfinite(f.value) for f in figures)
+
+
+def test_fixed_cost_features_have_cifar100_lt_shape(tmp_path):
+    from benchmarks.fixed_cost import feature_dir
+
+    path = feature_dir(tmp_path / "feats")
+    train, test, clf = (np.load(path / f"{name}.npz") for name in ("train", "test", "classifier"))
+    assert train["features"].shape == (10_847, 64) and train["features"].dtype == np.float32
+    counts = np.bincount(train["labels"])
+    assert counts[0] == 500 and counts[-1] == 5 and len(counts) == 100
+    assert np.bincount(np.load(path / "val.npz")["labels"]).tolist() == [20] * 100
+    assert clf["weight"].shape == (100, 64) and clf["bias"].shape == (100,)
+    pred = (test["features"] @ clf["weight"].T + clf["bias"]).argmax(1)
+    assert (pred == test["labels"]).mean() > 0.3  # the imported classifier is a real one
+    assert cli.QUICK.fixedcost_repeats < cli.FULL.fixedcost_repeats and "fixedcost" in cli.NAMES
