@@ -110,7 +110,8 @@ def test_an_idle_worker_ends_itself_and_a_stale_one_is_released(ray_cluster):
 
 
 @pytest.mark.ray
-def test_a_lost_worker_s_trial_is_retried_and_every_row_arrives(ray_cluster, tmp_path, capsys):
+def test_a_lost_worker_s_trial_is_retried_and_every_row_arrives(ray_cluster, tmp_path, capsys,
+                                                                caplog):
     from ray.util.state import list_actors
 
     feats = write_feature_dir(tmp_path / "feats")
@@ -142,7 +143,7 @@ def test_a_lost_worker_s_trial_is_retried_and_every_row_arrives(ray_cluster, tmp
     rows = _rows(out.out)
     assert sorted(zip(rows.k, rows.seed)) == [(2, 0), (2, 1), (3, 0), (3, 1)]  # once each
     assert (rows.status == "ok").all()
-    assert "retrying (1 of 2)" in out.err
+    assert "failed (ActorDiedError); retrying (1 of 2)" in caplog.text
 
 
 def _wait_until(condition, timeout: float) -> None:
