@@ -254,4 +254,6 @@ def _run_sweep(name: str, overrides: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from explore.sweep.cluster import exit_process
+
+    exit_process(main())

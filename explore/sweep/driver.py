@@ -83,7 +83,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     on_workers = scheduling.runs_on_workers(cfg)
     with resume.locked(layout, resuming, force=cfg.resume_force_unlock), \
             contextlib.ExitStack() as cleanup:
-        init_ray(cfg.verbose)
+        init_ray(cfg.verbose, dashboard=not on_workers)  # Tune and Train runs need it
         pool = None
         if on_workers:
             # Workers start (import torch, the recipes) while the driver prepares the inputs.
