@@ -250,7 +250,8 @@ class _WorkerRun:
                 if self.interrupted():
                     self.pool.stop([slot for slot, _ in running.values()])
                     return
-                if not running and (self.exhausted or not starting and not idle):
+                if not running and not self.retries and (self.exhausted or
+                                                         not starting and not idle):
                     return
                 if not running and idle and not self.retries:
                     log.warning("the searcher proposed no configuration while no trial "
