@@ -20,6 +20,7 @@ from explore.methods.lfm import (
     PairSampler,
     cosine_logits,
     cosine_logits_unit_text,
+    initial_projection,
     pair_probabilities,
     sample_pairs,
     unit_text_rows,
@@ -27,7 +28,6 @@ from explore.methods.lfm import (
 from explore.methods.neighbor_silencing import NSLoss, ns_loss
 from explore.methods.swrm import DySWRMParams, initial_similarity, standardise, swrm_terms
 from explore.recipes import get_recipe
-from explore.recipes.lfm import initial_projection
 from explore.recipes.neighbor_silencing import build_ns_problem
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features

@@ -36,7 +36,7 @@ from explore.recipes import get_recipe
 from explore.recipes.neighbor_silencing import build_ns_problem
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs, head_data
 from explore.training.tensors import tensor_view
 

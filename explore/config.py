@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from explore.backbone.loop import BackboneTrainConfig
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.registry import DatasetConfig
 from explore.recipes.bases import BaseSpec
 from explore.splits import SplitThresholds
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 """The Hydra config root (must be absolute for ``initialize_config_dir``)."""

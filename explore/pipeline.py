@@ -23,25 +23,31 @@ from explore.config import SweepConfig
 from explore.recipes import BaseRecipe, Recipe, ReferenceRecipe
 from explore.recipes._recipe import evaluate_classifier
 from explore.recipes.bases import classifier_cache_spec
+from explore.splits import SplitThresholds
 from explore.store import (
     CorruptShardError,
     FeatureSet,
     FeatureStore,
     feature_key,
 )
-from explore.training.head import HeadTrainConfig
+from explore.store.keys import canonical_json
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import SeedResult
 
 if TYPE_CHECKING:
-    from explore.backbone.loop import BackboneTrainConfig
     from explore.backbone.models import ModelSpec
+    from explore.backbone.train_config import BackboneTrainConfig
     from explore.data.types import LongTailDataset
 
 log = logging.getLogger("explore")
 
 PIPELINE_VERSION = 1
 """Bumped when feature extraction or base training changes meaning (part of every key)."""
+
+EVALUATION_VERSION = 1
+"""Bumped when a classifier's metrics change meaning (``explore.evaluation``): part of the
+name under which a reference classifier's metrics are cached beside it."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def prepare(cfg: SweepConfig, recipe: Recipe, store: FeatureStore) -> Prepared:
     if recipe.posthoc and given is not None:  # the researcher's own classifier is the base
         key = _given_classifier(store, fkey, given)
         name = "given"
-        results: list[SeedResult] = [evaluate_classifier(given, fset, cfg.splits, cfg.seed)]
+        results: list[SeedResult] = [_evaluated(store, key, given, fset, cfg.splits, cfg.seed)]
         keys: list[str | None] = [key]
     else:
         ref = reference_of(cfg, recipe)
@@ -130,10 +136,33 @@ def _run_reference(
     with Progress(f"base {ref.name}", len(seeds), "seed", tick=True) as bar:
         for seed in seeds:
             key, classifier = _cached_classifier(cfg, store, fset, fkey, ref, seed)
-            results.append(evaluate_classifier(classifier, fset, cfg.splits, seed=seed))
+            results.append(_evaluated(store, key, classifier, fset, cfg.splits, seed))
             keys.append(key)
             bar.update()
     return results, keys
+
+
+def _evaluated(store: FeatureStore, key: str, classifier: LinearClassifier, fset: FeatureSet,
+               thresholds: SplitThresholds, seed: int) -> SeedResult:
+    """:func:`evaluate_classifier` of a stored reference classifier (cache ``key``), its
+    metrics cached beside it by the split thresholds: the metrics are a function of the
+    classifier, the features (both in the key) and the thresholds, so a warm sweep reads
+    them instead of computing them (and its driver never imports torch)."""
+    spec = canonical_json(dataclasses.asdict(thresholds), "split thresholds")
+    name = (f"metrics-v{EVALUATION_VERSION}-"
+            f"{hashlib.sha256(spec.encode()).hexdigest()[:16]}")
+    if store.has_json(key, name):
+        try:
+            cached = store.get_json(key, name)
+            return SeedResult(seed=seed, best_epoch=0, test=cached["test"], val=cached["val"])
+        except CorruptShardError as exc:
+            log.warning("reference metrics: %s; computing them again", exc)
+    result = evaluate_classifier(classifier, fset, thresholds, seed)
+    try:
+        store.put_json(key, name, {"test": result.test, "val": result.val})
+    except ValueError:  # a metric that is not plain JSON (NaN): computed every time
+        pass
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

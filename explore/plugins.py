@@ -11,25 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # the aliases name torch types as strings: no torch import to declare a method
+    import torch
+    from torch import nn
 
 __all__ = ["EpochEndFn", "LoadStateFn", "LossFn", "MixFn", "Plugins", "SampleFn", "StateFn"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+LossFn = Callable[["torch.Tensor", "torch.Tensor", int], "torch.Tensor"]
 """``loss(logits, targets, epoch)`` → per-sample losses (N,). ``targets`` are class indices,
 or N×C probabilities after a ``mix``."""
 SampleFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 """``sample_indices(train_labels, epoch, rng)`` → the epoch's training indices (repeats
 allowed). The head loop trains on them in the order given; the backbone loop shuffles them
 and shards them over its ranks (every rank gets the same ``rng``)."""
-MixFn = Callable[[torch.Tensor, torch.Tensor, int, np.random.Generator],
-                 tuple[torch.Tensor, torch.Tensor]]
+MixFn = Callable[["torch.Tensor", "torch.Tensor", int, np.random.Generator],
+                 tuple["torch.Tensor", "torch.Tensor"]]
 """``mix(x, y, epoch, rng)`` → ``(inputs, targets)`` of a batch (e.g. mixup, soft targets)."""
-EpochEndFn = Callable[[int, nn.Module, dict[str, float]], None]
+EpochEndFn = Callable[[int, "nn.Module", dict[str, float]], None]
 """``on_epoch_end(epoch, model, stats)`` after each training epoch; ``stats`` holds what the
 loop measured (e.g. ``train_loss``). A plug-in may add entries (they reach the epoch's
 report)."""

@@ -12,7 +12,7 @@ from explore.recipes.bases import TauNormTrialParams
 from explore.splits import SplitThresholds
 from explore.sweep.__main__ import main as sweep_main
 from explore.sweep.plan import checked_space
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import DataFacts
 
 

@@ -109,7 +109,7 @@ def test_bad_aux_files_give_one_line_errors(tmp_path, kw, message):
 
 def test_head_mode_neighbor_silencing_reads_the_imported_pool(tmp_path):
     from explore.recipes import get_recipe
-    from explore.training.head import HeadTrainConfig
+    from explore.training.head_config import HeadTrainConfig
     from explore.training.inputs import TrialInputs
 
     fset, _ = import_feature_dir(str(_write(tmp_path / "a")))

@@ -13,7 +13,7 @@ from explore.evaluation import evaluate_logits
 from explore.recipes.bases import BaseSpec, train_base
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet, FeatureSplit
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs, head_data
 from explore.training.posthoc import build_posthoc_inputs
 

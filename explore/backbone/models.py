@@ -32,6 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explore.backbone.train_config import (
+    ARCHITECTURES,
+    CPU_ARCHITECTURES,
+    TORCHVISION_ARCHITECTURES,
+)
 from explore.data.types import ImageSplit
 
 __all__ = [
@@ -294,9 +299,8 @@ _CPU_BUILDERS: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "small_cnn": _small_cnn,
     "resnet32": _resnet32,
 }
-_TORCHVISION = ("resnet18", "resnet50", "resnext50_32x4d")
-ARCHITECTURES: tuple[str, ...] = tuple(_CPU_BUILDERS) + _TORCHVISION
-"""Every architecture name :func:`build_model` accepts."""
+_TORCHVISION = TORCHVISION_ARCHITECTURES
+assert tuple(_CPU_BUILDERS) == CPU_ARCHITECTURES  # the names live in train_config (no torch)
 
 
 @dataclass(frozen=True)

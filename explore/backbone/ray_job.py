@@ -58,8 +58,9 @@ import ray.train
 import ray.train.torch
 import torch
 
-from explore.backbone.loop import BackboneTrainConfig, train_backbone
+from explore.backbone.loop import train_backbone
 from explore.backbone.models import ModelSpec
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.types import ImageSplit
 from explore.plugins import Plugins
 

@@ -23,66 +23,14 @@ the epoch with the best overall validation top-1 among epochs >= ``select_from_e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import nn
 
 from explore.methods._arrays import ArrayT
 from explore.methods._arrays import like as _like
-
-Distance = Literal["euclidean", "cosine"]
-
-
-@dataclass(frozen=True)
-class AlphaNetParams:
-    """AlphaNet's knobs and training settings (defaults: the reference code)."""
-
-    k: int = 5
-    """Number of nearest base classes combined into each few-class classifier."""
-    distance: Distance = "euclidean"
-    """Distance between class-mean features used to find the neighbours."""
-    rho: float = 0.5
-    """Base samples per few sample in each epoch: floor(rho·F) are drawn."""
-    neighbors: Literal["nearest", "random"] = "nearest"
-    """'random' is the paper's control: k random base classes."""
-    learn_bias: bool = False
-    """Learn new few-class biases (paper) instead of keeping the base model's (code)."""
-    epochs: int = 25
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    lr_step_epochs: int = 10
-    """The learning rate is multiplied by ``lr_gamma`` every this many epochs."""
-    lr_gamma: float = 0.1
-    hidden: int = 32
-    select_from_epoch: int = 5
-    """Model selection ignores epochs before this one (1-based)."""
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"alphanet: k={self.k} must be >= 1 (sweeps start at 2: with k=1 nothing is learned)")
-        if self.distance not in ("euclidean", "cosine"):
-            raise ValueError(f"alphanet: distance={self.distance!r} must be 'euclidean' or 'cosine'")
-        if not self.rho > 0:
-            raise ValueError(f"alphanet: rho={self.rho} must be > 0")
-        if self.neighbors not in ("nearest", "random"):
-            raise ValueError(f"alphanet: neighbors={self.neighbors!r} must be 'nearest' or 'random'")
-        for name in ("epochs", "batch_size", "hidden", "lr_step_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"alphanet: {name}={getattr(self, name)} must be >= 1")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError("alphanet: lr must be > 0 and weight_decay >= 0")
-
-    def check_against(self, num_base_classes: int) -> None:
-        """Knobs that depend on the data: k cannot exceed the number of base classes."""
-        if self.k > num_base_classes:
-            raise ValueError(
-                f"alphanet: k={self.k} is larger than the {num_base_classes} base (many+medium) "
-                f"classes of this dataset; use k <= {num_base_classes}"
-            )
+from explore.methods.params import AlphaNetParams as AlphaNetParams  # re-exported
+from explore.methods.params import Distance
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray, distance: Distance) -> np.ndarray:
@@ -183,6 +131,38 @@ class StackedAlphaNetworks(nn.Module):
             h = torch.nn.functional.leaky_relu(h, 0.01)
             h = torch.bmm(h, w) + b[:, None, :]
         return h
+
+
+class WideAlphaNetworks(nn.Module):
+    """The seeds' α-networks of a ``StackedAlphaNetworks``, first layer laid out wide.
+
+    Seed r's first-layer weights are columns ``r·h … r·h+h−1`` of one (in, R·h) matrix
+    (same values as ``stack.weights[0][r]``): with a shared input, the forward pass and
+    the weight gradient of all seeds are each one GEMM with R·h columns, and no
+    per-step transposes of the largest tensor are needed. The later (tiny) layers are
+    the stack's own parameters.
+    """
+
+    def __init__(self, stack: StackedAlphaNetworks) -> None:
+        super().__init__()
+        w0 = stack.weights[0].detach()  # (R, in, h)
+        self.num_seeds, self.hidden = w0.shape[0], w0.shape[2]
+        self.w0 = nn.Parameter(w0.permute(1, 0, 2).reshape(w0.shape[1], -1).clone())
+        self.b0 = nn.Parameter(stack.biases[0].detach().reshape(-1).clone())
+        self.weights = nn.ParameterList(list(stack.weights[1:]))
+        self.biases = nn.ParameterList(list(stack.biases[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw α (R, n_few, k) from a shared input (n_few, in) or one per seed (R, n_few, in)."""
+        R, h = self.num_seeds, self.hidden
+        if x.dim() == 2:
+            out = torch.addmm(self.b0, x, self.w0).view(x.shape[0], R, h).transpose(0, 1)
+        else:  # random neighbours: each seed's input meets its own columns (a strided view)
+            w0 = self.w0.view(-1, R, h).transpose(0, 1)
+            out = torch.baddbmm(self.b0.view(R, 1, h), x, w0)
+        for w, b in zip(self.weights, self.biases):
+            out = torch.baddbmm(b[:, None, :], torch.nn.functional.leaky_relu(out, 0.01), w)
+        return out
 
 
 def combine_logits(own: torch.Tensor, neighbor_logits: torch.Tensor,

@@ -26,57 +26,20 @@ or S3 here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from explore.methods._arrays import ArrayT
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
-
-
-@dataclass(frozen=True)
-class TauNormParams:
-    """Knobs of the τ-normalised classifier."""
-
-    tau: float = 1.0
-    """Exponent of the row norm; 0 = the unchanged classifier, 1 = unit-norm rows.
-    Kang et al. pick τ on a validation set from a grid in [0, 1]."""
-
-    def __post_init__(self) -> None:
-        _check_tau(self.tau)
-
-
-@dataclass(frozen=True)
-class NCMParams:
-    """Knobs of the nearest-class-mean classifier."""
-
-    metric: Literal["euclidean", "cosine"] = "euclidean"
-    """Distance to the class means: logits are −‖f − μ_c‖₂ or cos(f, μ_c)."""
-
-    def __post_init__(self) -> None:
-        if self.metric not in ("euclidean", "cosine"):
-            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
-
-
-@dataclass(frozen=True)
-class LogitAdjustmentParams:
-    """Knobs of the logit-adjusted loss."""
-
-    tau: float = 1.0
-    """Strength of the prior shift ``τ·log π``; 1 is balanced softmax (and Menon et al.'s
-    default), 0 plain CE."""
-
-    def __post_init__(self) -> None:
-        _check_tau(self.tau)
-
-
-def _check_tau(tau: float) -> None:
-    if not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
+from explore.methods.params import LogitAdjustmentParams as LogitAdjustmentParams  # re-exported
+from explore.methods.params import NCMParams as NCMParams  # re-exported
+from explore.methods.params import TauNormParams as TauNormParams  # re-exported
+from explore.methods.params import check_nonnegative_tau as _check_tau
 
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int = 0) -> torch.Tensor:
@@ -153,6 +116,22 @@ def lws_logits(
     if bias is not None:
         z = z + _as_tensor(bias).to(f.dtype)
     return _like(z * s, features)
+
+
+class ScaledClassifier(nn.Module):
+    """LWS's model: a frozen linear classifier (``weight`` C×d, ``bias`` C) whose logits are
+    scaled per class, ``s_c·(f·w_c + b_c)``; the scales (init 1) are what trains (the
+    torch form of :func:`lws_logits`)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.from_numpy(weight.copy()))
+        self.register_buffer("bias", torch.from_numpy(bias.copy()))
+        self.scales = nn.Parameter(torch.ones(len(bias), device="cpu"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.get_buffer("weight"), self.get_buffer("bias")
+        return (x @ weight.T + bias) * self.scales
 
 
 def ncm_logits(

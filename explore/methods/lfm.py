@@ -41,69 +41,16 @@ numpy Generator. No Ray, Hydra or S3 here.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+from torch import nn
 
 from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
-
-
-@dataclass(frozen=True)
-class LFMParams:
-    """Knobs of LFM (local sampling, label-shifted mixup, text-feature classifier)."""
-
-    alpha: float = 1.0
-    """Label-shift strength α ≥ 0 (paper 1; Places-LT 1.25/1.5; sweep [0, 2])."""
-    tau: float = 0.05
-    """Temperature τ > 0 of the class-pair distribution (paper 0.05; Places-LT 1.0;
-    sweep {0.002, 0.01, 0.05, 0.25, 1.25, 31.25}). Small τ pairs near classes."""
-    beta_param: float = 0.5
-    """λ_x ~ Beta(a, a). Paper 0.5; the reference code now uses 0.2."""
-    lambda_per_batch: bool = True
-    """One λ_x per batch (reference code) rather than one per sample."""
-    logit_scale: float = 30.0
-    """Scale of the cosine logits. The reference code uses raw cosines (1), which works
-    only with CLIP's aligned features; on other backbones' features scale-1 logits cannot
-    separate many classes (docs/methods.md#lfm-logit-scale). Unused with MMS."""
-    mms: bool = False
-    """Use the MMS loss on the raw cosines, ``CE((z + margin·D[y, :]) / temperature, y)``
-    (the paper's best variant; :func:`mms_loss`)."""
-    mms_margin: float = 0.3
-    """MMS margin factor on the text distance D."""
-    mms_temperature: float = 0.01
-    """MMS temperature dividing the logits."""
-    prompt: str = "a photo of a {}"
-    """Prompt template for the class-name text features."""
-
-    def __post_init__(self) -> None:
-        _check_alpha(self.alpha)
-        _check_tau(self.tau)
-        if not self.beta_param > 0:
-            raise ValueError(f"beta_param must be > 0, got {self.beta_param}")
-        if not self.logit_scale > 0:
-            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
-        if not self.mms_margin >= 0:
-            raise ValueError(f"mms_margin must be >= 0, got {self.mms_margin}")
-        if not self.mms_temperature > 0:
-            raise ValueError(f"mms_temperature must be > 0, got {self.mms_temperature}")
-        if self.prompt.count("{}") != 1:
-            raise ValueError(f"prompt must contain exactly one '{{}}', got {self.prompt!r}")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not (math.isfinite(float(alpha)) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-
-
-def _check_tau(tau: float) -> None:
-    if not (math.isfinite(float(tau)) and tau > 0):
-        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
-
-
+from explore.methods.params import LFMParams as LFMParams  # re-exported
+from explore.methods.params import check_lfm_alpha as _check_alpha
+from explore.methods.params import check_lfm_tau as _check_tau
 
 
 def _normalise_rows(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -421,3 +368,82 @@ def mms_loss(
     logits = (z[:, None, :] + margin * D[labels]) / temperature  # (N, 2, C)
     ce = torch.logsumexp(logits, dim=2) - logits.gather(2, labels[..., None]).squeeze(2)
     return (weights * ce).sum(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# LFM's classifier (both stages)
+# ---------------------------------------------------------------------------------------------
+
+
+class TextCosineClassifier(nn.Module):
+    """LFM's classifier in both stages: logits ``scale · cos(project(f), f_T,c)`` against
+    fixed text features (rows by class), normalised once and again only when the buffer is
+    replaced, written or cast.
+
+    Stage 2 (head mode, :meth:`stage2`): ``project`` is the learned ``W_I``, ``f ↦ W_Iᵀ f``
+    from :func:`initial_projection`. Stage 1 (full mode, :meth:`stage1`): ``W_I`` at the
+    identity; when the backbone's feature width differs from the text width, ``project`` is
+    the image encoder's last layer, a trainable linear map to the text width.
+
+    ``W_I`` (d_img × d_txt) starts at the identity when the dimensions match (the paper's
+    stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ d_txt) or
+    rows (d_img < d_txt): the closest a rectangular map gets to the identity.
+    """
+
+    def __init__(self, text_features: np.ndarray, scale: float, project: nn.Module) -> None:
+        super().__init__()
+        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32, device="cpu")
+        self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
+        self.scale = float(scale)
+        self.project = project
+        self._unit: tuple[torch.Tensor, int, torch.dtype, torch.Tensor] | None = None
+
+    @classmethod
+    def stage2(cls, d_img: int, text_features: np.ndarray, scale: float,
+               seed: int) -> TextCosineClassifier:
+        d_txt = int(np.asarray(text_features).shape[1])
+        return cls(text_features, scale, _Projection(initial_projection(d_img, d_txt, seed)))
+
+    @classmethod
+    def stage1(cls, feature_dim: int, text_features: np.ndarray,
+               scale: float) -> TextCosineClassifier:
+        d_txt = int(np.asarray(text_features).shape[1])
+        project = nn.Identity() if feature_dim == d_txt else nn.Linear(feature_dim, d_txt)
+        return cls(text_features, scale, project)
+
+    @property
+    def projection(self) -> torch.Tensor:
+        """``W_I`` (d_img×d_txt) of a stage-2 classifier."""
+        if not isinstance(self.project, _Projection):
+            raise AttributeError("only a stage-2 classifier has a projection matrix W_I")
+        return self.project.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # = cosine_logits(project(x), None, text, scale), the text rows normalised once.
+        text = self.get_buffer("text")
+        unit = self._unit
+        if unit is None or unit[0] is not text or unit[1] != text._version or unit[2] != x.dtype:
+            unit = (text, text._version, x.dtype, unit_text_rows(text.to(x.dtype)).detach())
+            self._unit = unit
+        return cosine_logits_unit_text(self.project(x), None, unit[3], self.scale)
+
+
+class _Projection(nn.Module):
+    """``f ↦ W_Iᵀ f`` (rows: ``f @ W_I``) with ``W_I`` learned."""
+
+    def __init__(self, initial: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(initial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.to(x.dtype)
+
+
+def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
+    """Identity when square; else seeded orthonormal columns/rows (see :class:`TextCosineClassifier`)."""
+    if d_img == d_txt:
+        return torch.eye(d_img, device="cpu")
+    g = torch.Generator().manual_seed(seed)
+    big, small = max(d_img, d_txt), min(d_img, d_txt)
+    q, _ = torch.linalg.qr(torch.randn(big, small, generator=g, device="cpu"))  # orthonormal columns
+    return (q if d_img >= d_txt else q.T).contiguous()

@@ -36,67 +36,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
+from explore.methods.params import PAPER_AUX_BASE_COUNT
+from explore.methods.params import NSParams as NSParams  # re-exported
+from explore.methods.params import check_lambda_s as _check_lambda_s
 from explore.splits import Split
-
-PAPER_AUX_BASE_COUNT = 5
-"""The paper's auxiliary classes per head target."""
-
-
-@dataclass(frozen=True)
-class NSParams:
-    """Knobs of the neighbor-silencing method."""
-
-    lambda_s: float = 0.1
-    """Weight of neighbour pairs in the loss, in (0, 1]. Paper default 0.1; ablation
-    {0.01, 0.1, 0.2, 0.3, 0.5, 1.0}; 1 is plain balanced softmax CE."""
-    aux_per_class_cap: int = 50
-    """At most this many samples of each auxiliary class per epoch (paper: 50)."""
-    aux_base_count: int | None = PAPER_AUX_BASE_COUNT
-    """Auxiliary classes per *head* target; medium and tail targets get this times
-    ⌈N_h/N_m⌉ and ⌈N_h/N_t⌉ (paper's ablation default: 5 per target). None: resolved from
-    the auxiliary pool by :func:`fitting_base_count` (the bundled config's choice)."""
-    max_aux_per_target: int | None = None
-    """Optional cap on auxiliary classes per target (the tail ratio can be large);
-    None = no cap."""
-    neighbor_source: str = "text"
-    """How neighbours are found when no map is given: "text" (cosine similarity of
-    class-name text embeddings) or "prototype" (of class-mean features)."""
-    ratio_by: str = "classes"
-    """What N_h, N_m, N_t of the head : medium : tail ratio count: "classes" per split
-    (our resolution: it gives the paper's stated 1:1:3 on ImageNet-LT) or "samples" (the
-    paper's text: the split's training samples)."""
-
-    def __post_init__(self) -> None:
-        _check_lambda_s(self.lambda_s)
-        if self.aux_per_class_cap < 1:
-            raise ValueError(f"aux_per_class_cap must be >= 1, got {self.aux_per_class_cap}")
-        if self.aux_base_count is not None and self.aux_base_count < 0:
-            raise ValueError(f"aux_base_count must be >= 0 or None, got {self.aux_base_count}")
-        if self.max_aux_per_target is not None and self.max_aux_per_target < 0:
-            raise ValueError(
-                f"max_aux_per_target must be >= 0 or None, got {self.max_aux_per_target}"
-            )
-        if self.ratio_by not in ("classes", "samples"):
-            raise ValueError(f"ratio_by must be 'classes' or 'samples', got {self.ratio_by!r}")
-        if self.neighbor_source not in ("text", "prototype"):
-            raise ValueError(
-                f"neighbor_source must be 'text' or 'prototype', got {self.neighbor_source!r}"
-            )
-
-
-def _check_lambda_s(lambda_s: float) -> None:
-    if not (0.0 < float(lambda_s) <= 1.0):
-        raise ValueError(f"lambda_s must be in (0, 1], got {lambda_s!r}")
-
-
 
 
 def ns_loss(
@@ -366,3 +317,17 @@ def drop_aux_logits(logits: ArrayT, num_targets: int) -> ArrayT:
             f"and num_targets={num_targets}"
         )
     return logits[:, :num_targets]
+
+
+class TargetsAtTest(nn.Module):
+    """A linear head over targets + auxiliary classes; eval mode drops the auxiliary logits."""
+
+    def __init__(self, d: int, num_targets: int, num_classes: int, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = nn.Linear(d, num_classes, device="cpu")  # the same weights on any device
+        self.num_targets = num_targets
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear(x)
+        return z if self.training else drop_aux_logits(z, self.num_targets)

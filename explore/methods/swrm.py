@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -60,6 +59,13 @@ from torch import nn
 from explore.methods._arrays import ArrayT, checks_values
 from explore.methods._arrays import as_tensor as _as_tensor
 from explore.methods._arrays import like as _like
+from explore.methods.params import Components as Components  # re-exported
+from explore.methods.params import DySWRMParams as DySWRMParams  # re-exported
+from explore.methods.params import MarginSign as MarginSign  # re-exported
+from explore.methods.params import SWRMParams as SWRMParams  # re-exported
+from explore.methods.params import WindowParams
+from explore.methods.params import check_beta as _check_beta
+from explore.methods.params import check_window as _check_W
 
 log = logging.getLogger(__name__)
 
@@ -68,95 +74,6 @@ log = logging.getLogger(__name__)
 _STD_EPS = 1e-12
 
 
-Components = Literal["swrm", "swr", "swm", "none"]
-MarginSign = Literal["paper", "ldam"]
-
-
-@dataclass(frozen=True)
-class WindowParams:
-    """What SWRM and DySWRM share: the window, the margin sensitivity and the ablations."""
-
-    W: int = 15
-    """Window size: classes (c included) whose counts and similarity shape w_c, m_c.
-    Paper: 15 (CIFAR-100-LT), 30 (ImageNet-LT), 40 (Places-LT); sweep 2..100. Must be
-    ≤ C, which is checked when the weights are computed."""
-    beta: float = 1.0
-    """Sensitivity of the margin to similarity (eq. 3); 0 turns margins off. Paper: 1
-    (CIFAR-100-LT), 10 (ImageNet-LT, Places-LT); sweep 0..10."""
-    components: Components = "swrm"
-    """The paper's Table 5 ablation: swrm (weights and margins), swr (weights only, every
-    margin 0), swm (margins only, every weight 1); none (both off: plain CE, a control)."""
-    margin_sign: MarginSign = "paper"
-    """paper: the margin is added to the target logit (eq. 4 as printed); ldam: subtracted,
-    as LDAM does."""
-
-    def __post_init__(self) -> None:
-        _check_W(self.W)
-        _check_beta(self.beta)
-        if self.components not in ("swrm", "swr", "swm", "none"):
-            raise ValueError(f"components must be swrm, swr, swm or none, got {self.components!r}")
-        if self.margin_sign not in ("paper", "ldam"):
-            raise ValueError(f"margin_sign must be 'paper' or 'ldam', got {self.margin_sign!r}")
-
-
-@dataclass(frozen=True)
-class SWRMParams(WindowParams):
-    """Knobs of SWRM (t-SNE similarity coordinates, fixed weights and margins)."""
-
-    tsne_perplexity: float = 30.0
-    """t-SNE perplexity for the 1-D projection of the C prototypes; capped at (C − 1)/3
-    (:func:`effective_perplexity`: near C − 1 the embedding collapses to a point)."""
-    tsne_learning_rate: float | None = None
-    """t-SNE learning rate; None = :func:`tsne_learning_rate` (C/8, capped at 50)."""
-
-    def __post_init__(self) -> None:
-        WindowParams.__post_init__(self)
-        if not self.tsne_perplexity > 0:
-            raise ValueError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
-        if self.tsne_learning_rate is not None and not self.tsne_learning_rate > 0:
-            raise ValueError(
-                f"tsne_learning_rate must be > 0 or None, got {self.tsne_learning_rate}"
-            )
-
-
-@dataclass(frozen=True)
-class DySWRMParams(WindowParams):
-    """Knobs of DySWRM (a learnable similarity vector instead of t-SNE coordinates)."""
-
-    init: Literal["random", "tsne"] = "random"
-    """Initial similarity vector. "random": seeded standard normal draws (the paper's
-    point is to avoid pretraining a CE model, and it does not state an init);
-    "tsne": the SWRM t-SNE coordinates of CE prototypes (a warm start)."""
-    s_objective: Literal["confusion", "loss"] = "confusion"
-    """What trains ``s``. confusion (our resolution): weights and margins use ``s``
-    detached, and ``s`` minimises :func:`similarity_objective` on the EMA of the model's
-    confusions after every epoch. loss (the literal reading): ``s`` is trained through
-    eq. (4) with the model — its margins only ever grow (docs/methods.md#dyswrm)."""
-    s_steps: int = 20
-    """confusion: Adam steps on ``s`` after each epoch."""
-    s_lr: float = 0.05
-    """confusion: learning rate of those steps."""
-    confusion_momentum: float = 0.9
-    """confusion: EMA momentum (per epoch) of the per-class mean softmax."""
-
-    def __post_init__(self) -> None:
-        WindowParams.__post_init__(self)
-        if self.init not in ("random", "tsne"):
-            raise ValueError(f"init must be 'random' or 'tsne', got {self.init!r}")
-        if self.s_objective not in ("confusion", "loss"):
-            raise ValueError(f"s_objective must be 'confusion' or 'loss', got {self.s_objective!r}")
-        if self.s_steps < 0 or not self.s_lr > 0 or not 0 <= self.confusion_momentum < 1:
-            raise ValueError("need s_steps >= 0, s_lr > 0 and 0 <= confusion_momentum < 1")
-
-
-def _check_W(W: int) -> None:
-    if isinstance(W, bool) or not isinstance(W, (int, np.integer)) or W < 2:
-        raise ValueError(f"W (window size) must be an integer in [2, C], got {W!r}")
-
-
-def _check_beta(beta: float) -> None:
-    if not (math.isfinite(float(beta)) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
 
 
 

@@ -19,29 +19,29 @@ import time
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-import torch
 
 from explore.classifier import LinearClassifier
-from explore.evaluation import evaluate_logits
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
-from explore.training.full import FullModeError, FullPlan, FullSetup
-from explore.training.head import HeadTrainConfig, on_device
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import DataFacts, TrialInputs, splits_of
 from explore.training.outcome import Fit, SeedResult
-from explore.training.tensors import to_device
+
+if TYPE_CHECKING:  # torch is imported where a recipe trains, not to declare one
+    import torch
+
+    from explore.training.full import FullPlan, FullSetup
 
 __all__ = ["NO_NAMES", "BaseRecipe", "P", "Recipe", "RecipeError", "ReferenceRecipe", "Splits",
-           "evaluate_classifier", "evaluate_classifiers"]
+           "cpu_unless", "evaluate_classifier", "evaluate_classifiers"]
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 """Split name → (features N×d, labels N)."""
 
 P = TypeVar("P")
-_CPU = torch.device("cpu")
 
 MAX_MAGNITUDE = 1e6
 """No number a method takes is larger in magnitude (or not finite): the maths runs in
@@ -55,6 +55,14 @@ class RecipeError(ValueError):
 NO_NAMES = ("{what} needs the classes' names, and these features have only numbers: add "
             "classes.txt (one name per line, in label order) beside the features")
 """The refusal of a method that reads the class names' text (format ``what``)."""
+
+
+def cpu_unless(device: torch.device | None) -> torch.device:
+    """``device``, or the CPU when None: the recipes' default device (a default argument
+    of ``torch.device("cpu")`` would import torch with the recipe)."""
+    import torch
+
+    return torch.device("cpu") if device is None else device
 
 
 class Recipe(Generic[P]):
@@ -113,6 +121,8 @@ class Recipe(Generic[P]):
 
     def full_plan(self, params: P, setup: FullSetup, seed: int) -> FullPlan:
         """One seed's backbone training with this method (full mode)."""
+        from explore.training.full import FullModeError
+
         raise FullModeError(f"mode=full is not available for {self.name} (it needs no backbone "
                             "training); use mode=head")
 
@@ -135,8 +145,9 @@ class BaseRecipe(Recipe[P]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: P, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
-        """Each seed's classifier, trained on ``device`` with the ``head`` settings."""
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        """Each seed's classifier, trained on ``device`` (None: the CPU) with the ``head``
+        settings."""
         raise NotImplementedError
 
     def train_classifier(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
@@ -166,9 +177,16 @@ def evaluate_classifier(classifier: LinearClassifier, fset: FeatureSet,
 
 def evaluate_classifiers(classifiers: Sequence[LinearClassifier], fset: FeatureSet,
                          thresholds: SplitThresholds, seeds: Sequence[int],
-                         device: torch.device = _CPU) -> list[SeedResult]:
+                         device: torch.device | None = None) -> list[SeedResult]:
     """:func:`evaluate_classifier` of each seed's classifier, the logits computed on
-    ``device`` (where the test and validation features go once)."""
+    ``device`` (None: the CPU), where the test and validation features go once."""
+    import torch
+
+    from explore.evaluation import evaluate_logits
+    from explore.training.head import on_device
+    from explore.training.tensors import to_device
+
+    device = cpu_unless(device)
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     split_of_class = thresholds.split_of_class(counts)
     names = ["test"] + (["val"] if "val" in fset.splits and len(fset.val.labels) else [])

@@ -18,28 +18,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from explore.evaluation import accuracy_by_split
-from explore.methods.alphanet import (
-    AlphaNetParams,
-    StackedAlphaNetworks,
-    combine_logits,
-    nearest_base_classes,
-    network_input,
-    normalize_alphas,
-    random_base_classes,
-)
+from explore.methods.params import AlphaNetParams
 from explore.recipes._recipe import Recipe, RecipeError
-from explore.training.head import select_epoch
 from explore.training.inputs import DataFacts, TrialInputs
 from explore.training.outcome import Fit, SeedResult
-from explore.training.posthoc import PosthocInputs, SplitLogits, posthoc_on
+
+if TYPE_CHECKING:  # torch (and the maths, which uses it) is imported where AlphaNet trains
+    import torch
+
+    from explore.methods.alphanet import WideAlphaNetworks
+    from explore.training.posthoc import PosthocInputs, SplitLogits
 
 __all__ = ["AlphaNetCorrections", "AlphaNetRecipe", "evaluate_alphanet", "fit_alphanet",
            "train_alphanet"]
@@ -82,6 +74,8 @@ def fit_alphanet(inputs: PosthocInputs, params: AlphaNetParams, seeds: Sequence[
 def evaluate_alphanet(inputs: PosthocInputs, trained: AlphaNetCorrections) -> list[SeedResult]:
     """Each seed's test (and validation) metrics with its selected corrections, computed
     where the base logits are."""
+    import torch
+
     seeds = trained.seeds
     device = inputs.test.logits.device
     few_t = torch.from_numpy(trained.few).to(device)
@@ -104,7 +98,16 @@ def evaluate_alphanet(inputs: PosthocInputs, trained: AlphaNetCorrections) -> li
 def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
                    seeds: Sequence[int]) -> AlphaNetCorrections:
     """Train the R seeds' α-networks together, on the device of the base logits
-    (:func:`posthoc_on`); keep each seed's best validation epoch."""
+    (:func:`~explore.training.posthoc.posthoc_on`); keep each seed's best validation epoch."""
+    import torch
+
+    from explore.methods.alphanet import (
+        StackedAlphaNetworks,
+        WideAlphaNetworks,
+        network_input,
+        normalize_alphas,
+    )
+
     try:
         params.check_against(inputs.num_base_classes)
     except ValueError as exc:
@@ -128,7 +131,7 @@ def train_alphanet(inputs: PosthocInputs, params: AlphaNetParams,
     few_t, nbrs_t = torch.from_numpy(few).to(device), torch.from_numpy(nbrs).to(device)
 
     R = len(seeds)
-    net = _WideStack(StackedAlphaNetworks(x.shape[-1], params.k, params.hidden, list(seeds)))
+    net = WideAlphaNetworks(StackedAlphaNetworks(x.shape[-1], params.k, params.hidden, list(seeds)))
     net.to(device)
     few_bias = torch.nn.Parameter(bias[few_t].repeat(R, 1), requires_grad=params.learn_bias)
     groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
@@ -171,42 +174,12 @@ def _neighbours(
     inputs: PosthocInputs, params: AlphaNetParams, few: np.ndarray, base: np.ndarray,
     seeds: Sequence[int],
 ) -> np.ndarray:
+    from explore.methods.alphanet import nearest_base_classes, random_base_classes
+
     if params.neighbors == "nearest":
         nbrs = nearest_base_classes(inputs.class_means, few, base, params.k, params.distance)
         return np.broadcast_to(nbrs, (len(seeds), *nbrs.shape)).copy()
     return np.stack([random_base_classes(few, base, params.k, np.random.default_rng([s, 1])) for s in seeds])
-
-
-class _WideStack(nn.Module):
-    """The seeds' α-networks of a ``StackedAlphaNetworks``, first layer laid out wide.
-
-    Seed r's first-layer weights are columns ``r·h … r·h+h−1`` of one (in, R·h) matrix
-    (same values as ``stack.weights[0][r]``): with a shared input, the forward pass and
-    the weight gradient of all seeds are each one GEMM with R·h columns, and no
-    per-step transposes of the largest tensor are needed. The later (tiny) layers are
-    the stack's own parameters.
-    """
-
-    def __init__(self, stack: StackedAlphaNetworks) -> None:
-        super().__init__()
-        w0 = stack.weights[0].detach()  # (R, in, h)
-        self.num_seeds, self.hidden = w0.shape[0], w0.shape[2]
-        self.w0 = nn.Parameter(w0.permute(1, 0, 2).reshape(w0.shape[1], -1).clone())
-        self.b0 = nn.Parameter(stack.biases[0].detach().reshape(-1).clone())
-        self.weights = nn.ParameterList(list(stack.weights[1:]))
-        self.biases = nn.ParameterList(list(stack.biases[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw α (R, n_few, k) from a shared input (n_few, in) or one per seed (R, n_few, in)."""
-        R, h = self.num_seeds, self.hidden
-        if x.dim() == 2:
-            out = torch.addmm(self.b0, x, self.w0).view(x.shape[0], R, h).transpose(0, 1)
-        else:  # random neighbours: each seed's input meets its own columns (a strided view)
-            w0 = self.w0.view(-1, R, h).transpose(0, 1)
-            out = torch.baddbmm(self.b0.view(R, 1, h), x, w0)
-        for w, b in zip(self.weights, self.biases):
-            out = torch.baddbmm(b[:, None, :], F.leaky_relu(out, 0.01), w)
-        return out
 
 
 class _EpochSampler:
@@ -234,7 +207,7 @@ class _EpochSampler:
 
 
 def _train_one_epoch(
-    net: _WideStack,
+    net: WideAlphaNetworks,
     few_bias: torch.Tensor,
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
@@ -246,6 +219,11 @@ def _train_one_epoch(
     bias: torch.Tensor,
 ) -> None:
     """One pass over ``order`` (R, n): seed r's batches are its own rows of the sample order."""
+    import torch
+    import torch.nn.functional as F
+
+    from explore.methods.alphanet import combine_logits, normalize_alphas
+
     z_train, y_train = train.logits, train.labels
     R, n_few, k = nbrs.shape
     for start in range(0, order.shape[1], batch_size):
@@ -274,6 +252,8 @@ class _EvalView:
     """
 
     def __init__(self, split: SplitLogits, few: torch.Tensor, nbrs: torch.Tensor, bias: torch.Tensor) -> None:
+        import torch
+
         self.z, self.few, self.nbrs = split.logits, few, nbrs
         self.labels = split.labels
         self.labels_np = split.labels.cpu().numpy()
@@ -290,6 +270,10 @@ class _EvalView:
 
     def few_logits(self, corr: _Corrections) -> torch.Tensor:
         """(R, N, n_few) few-class logits with bias."""
+        import torch
+
+        from explore.methods.alphanet import combine_logits
+
         own = self.z[:, self.few]
         if self.shared:
             assert self.neigh is not None
@@ -301,6 +285,8 @@ class _EvalView:
 
     def top1(self, corr: _Corrections) -> torch.Tensor:
         """(R,) overall top-1 accuracy of every seed."""
+        import torch
+
         few_best, arg = self.few_logits(corr).max(dim=2)
         pred = torch.where(few_best > self.base_best, self.few[arg], self.base_pred)
         return (pred == self.labels).float().mean(dim=1)
@@ -309,6 +295,11 @@ class _EvalView:
                 split_of_class: np.ndarray) -> dict[str, float]:
         """Seed r's metrics with its α̃ (n_few, k) and few biases (n_few,), as
         ``evaluate_logits`` gives them on its full logits (equal unless two logits tie exactly)."""
+        import torch
+
+        from explore.evaluation import accuracy_by_split
+        from explore.methods.alphanet import combine_logits
+
         nbrs = self.nbrs[r]
         neigh = self.neigh if self.neigh is not None else self.z[:, nbrs]
         few_logits = combine_logits(self.z[:, self.few], neigh, alpha_tilde) + few_bias
@@ -323,6 +314,10 @@ class _EvalView:
 def _select_epochs(val_curves: list[torch.Tensor], params: AlphaNetParams, num_seeds: int) -> list[int]:
     """Per seed, the 0-based epoch with the best validation top-1 among epochs >=
     ``select_from_epoch`` (ties keep the earlier); the last epoch without validation."""
+    import torch
+
+    from explore.training.head import select_epoch
+
     curves = torch.stack(val_curves).T.tolist() if val_curves else [[] for _ in range(num_seeds)]
     return [select_epoch(curve, params.epochs, params.select_from_epoch) - 1 for curve in curves]
 
@@ -347,6 +342,8 @@ class AlphaNetRecipe(Recipe[AlphaNetParams]):
     def fit_head(self, inputs: TrialInputs, params: AlphaNetParams, seeds: Sequence[int]) -> Fit:
         if inputs.posthoc is None:
             raise RecipeError("alphanet corrects a base model: its trials need the base logits")
+        from explore.training.posthoc import posthoc_on
+
         posthoc = posthoc_on(inputs.posthoc, inputs.device)
         # Its seeds train stacked unless told otherwise, on the CPU too: the wide first-layer
         # GEMM pays there (BENCHMARKS.md), unlike the linear heads' stacking.

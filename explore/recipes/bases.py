@@ -25,33 +25,24 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from explore.classifier import LinearClassifier
-from explore.methods.baselines import (
-    LogitAdjustmentParams,
-    NCMParams,
-    TauNormParams,
-    class_balanced_indices,
-    logit_adjusted_logits,
-    tau_normalize,
-)
+from explore.methods.params import LogitAdjustmentParams, NCMParams, TauNormParams
 from explore.methods.prototypes import class_means
 from explore.plugins import LossFn, Plugins, SampleFn
-from explore.recipes._recipe import BaseRecipe, RecipeError, ReferenceRecipe, Splits
-from explore.training.head import HeadTrainConfig, fit_heads, seeded_linear
+from explore.recipes._recipe import BaseRecipe, RecipeError, ReferenceRecipe, Splits, cpu_unless
+from explore.training.head_config import HeadTrainConfig
+
+if TYPE_CHECKING:  # torch is imported where a base trains, not to declare one
+    import torch
+    from torch import nn
 
 __all__ = ["BalancedSoftmaxRecipe", "BaseSpec", "CERecipe", "CRTRecipe", "LWSRecipe",
            "LogitAdjustmentRecipe", "NCMRecipe", "NoParams", "TauNormRecipe",
            "TauNormTrialParams", "logit_adjusted_loss", "train_base"]
-
-
-_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -69,12 +60,16 @@ class TauNormTrialParams(TauNormParams):
 
 
 def _to_classifier(head: nn.Module) -> LinearClassifier:
+    from torch import nn
+
     assert isinstance(head, nn.Linear)
     return LinearClassifier(head.weight.detach().cpu().numpy().copy(),
                             head.bias.detach().cpu().numpy().copy())
 
 
 def _balanced_sampler(num_classes: int) -> SampleFn:
+    from explore.methods.baselines import class_balanced_indices
+
     def balanced(labels: np.ndarray, epoch: int, rng: np.random.Generator) -> np.ndarray:
         return class_balanced_indices(labels, num_classes, len(labels), rng)
 
@@ -84,6 +79,8 @@ def _balanced_sampler(num_classes: int) -> SampleFn:
 def _linear(splits: Splits, num_classes: int, head: HeadTrainConfig, seeds: Sequence[int],
             device: torch.device, plugins: Plugins | None = None) -> list[LinearClassifier]:
     """A fresh linear classifier per seed (initialised from it) trained with ``plugins``."""
+    from explore.training.head import fit_heads, seeded_linear
+
     models = [seeded_linear(splits["train"][0].shape[1], num_classes, seed) for seed in seeds]
     fits = fit_heads(models, splits["train"], splits.get("val"), head, seeds=seeds,
                      plugins=[plugins or Plugins()] * len(seeds), device=device)
@@ -104,8 +101,8 @@ class CERecipe(BaseRecipe[NoParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: NoParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
-        return _train_ce(splits, num_classes, head, seeds, device)
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        return _train_ce(splits, num_classes, head, seeds, cpu_unless(device))
 
 
 class CRTRecipe(BaseRecipe[NoParams]):
@@ -117,23 +114,9 @@ class CRTRecipe(BaseRecipe[NoParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: NoParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
-        return _linear(splits, num_classes, head, seeds, device,
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        return _linear(splits, num_classes, head, seeds, cpu_unless(device),
                        Plugins(sample_indices=_balanced_sampler(num_classes)))
-
-
-class _ScaledClassifier(nn.Module):
-    """LWS: a frozen linear classifier whose logits are scaled per class, ``s_c·(f·w_c + b_c)``."""
-
-    def __init__(self, classifier: LinearClassifier) -> None:
-        super().__init__()
-        self.register_buffer("weight", torch.from_numpy(classifier.weight.copy()))
-        self.register_buffer("bias", torch.from_numpy(classifier.bias.copy()))
-        self.scales = nn.Parameter(torch.ones(len(classifier.bias), device="cpu"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.get_buffer("weight"), self.get_buffer("bias")
-        return (x @ weight.T + bias) * self.scales
 
 
 class LWSRecipe(BaseRecipe[NoParams]):
@@ -150,9 +133,13 @@ class LWSRecipe(BaseRecipe[NoParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: NoParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        from explore.methods.baselines import ScaledClassifier
+        from explore.training.head import fit_heads
+
+        device = cpu_unless(device)
         ces = _train_ce(splits, num_classes, head, seeds, device)
-        models = [_ScaledClassifier(ce) for ce in ces]
+        models = [ScaledClassifier(ce.weight, ce.bias) for ce in ces]
         fit_heads(models, splits["train"], splits.get("val"),
                   dataclasses.replace(head, weight_decay=0.0), seeds=seeds,
                   plugins=[Plugins(sample_indices=_balanced_sampler(num_classes))] * len(seeds),
@@ -173,9 +160,11 @@ class TauNormRecipe(BaseRecipe[TauNormTrialParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: TauNormTrialParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        from explore.methods.baselines import tau_normalize
+
         out = []
-        for ce in _train_ce(splits, num_classes, head, seeds, device):
+        for ce in _train_ce(splits, num_classes, head, seeds, cpu_unless(device)):
             weight = tau_normalize(ce.weight.astype(np.float64), params.tau)
             out.append(LinearClassifier(weight, ce.bias.copy() if params.keep_bias
                                         else np.zeros_like(ce.bias)))
@@ -199,7 +188,7 @@ class NCMRecipe(BaseRecipe[NCMParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: NCMParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
+                          device: torch.device | None = None) -> list[LinearClassifier]:
         x, y = splits["train"]
         means = class_means(x, y, num_classes)  # C×d float64
         if params.metric == "euclidean":
@@ -210,10 +199,16 @@ class NCMRecipe(BaseRecipe[NCMParams]):
         return [ncm] * len(seeds)  # nothing is seeded
 
 
-def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0, device: torch.device = _CPU) -> LossFn:
+def logit_adjusted_loss(counts: np.ndarray, tau: float = 1.0,
+                        device: torch.device | None = None) -> LossFn:
     """Per-sample cross-entropy of the logit-adjusted logits ``z + τ·log π`` (τ = 1:
-    balanced softmax), for logits on ``device``."""
-    n = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    balanced softmax), for logits on ``device`` (None: the CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    from explore.methods.baselines import logit_adjusted_logits
+
+    n = torch.as_tensor(counts, dtype=torch.float32, device=cpu_unless(device))
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(logit_adjusted_logits(logits, n, tau), targets, reduction="none")
@@ -243,9 +238,9 @@ class LogitAdjustmentRecipe(BaseRecipe[LogitAdjustmentParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: LogitAdjustmentParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
+                          device: torch.device | None = None) -> list[LinearClassifier]:
         return _train_logit_adjusted(self.name, splits, num_classes, head, params.tau, seeds,
-                                     device)
+                                     cpu_unless(device))
 
 
 class BalancedSoftmaxRecipe(BaseRecipe[NoParams]):
@@ -257,8 +252,9 @@ class BalancedSoftmaxRecipe(BaseRecipe[NoParams]):
 
     def train_classifiers(self, splits: Splits, num_classes: int, head: HeadTrainConfig,
                           params: NoParams, seeds: Sequence[int],
-                          device: torch.device = _CPU) -> list[LinearClassifier]:
-        return _train_logit_adjusted(self.name, splits, num_classes, head, 1.0, seeds, device)
+                          device: torch.device | None = None) -> list[LinearClassifier]:
+        return _train_logit_adjusted(self.name, splits, num_classes, head, 1.0, seeds,
+                                     cpu_unless(device))
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ sampling (``sample_pairs``: i uniform, y_j ~ p(·|y_i) at temperature τ), one �
 per batch (or per sample), inputs mixed, labels shifted by α, soft-label cross-entropy on the
 cosine (optionally MMS) logits. Full mode runs the same plug-ins on images (stage 1) with the
 backbone's classifier replaced by the fixed text-cosine classifier (``W_I`` at the identity;
-:class:`TextCosineClassifier`, stage 1), then stage 2 on the stage-1 encoder's features.
+:class:`~explore.methods.lfm.TextCosineClassifier`, stage 1), then stage 2 on the stage-1 encoder's features.
 
 ``W_I`` (d_img × d_txt) starts at the identity when the dimensions match (the paper's
 stage-2 init); otherwise at a seeded matrix with orthonormal columns (d_img ≥ d_txt) or rows
-(d_img < d_txt): the closest a rectangular map gets to the identity.
+(d_img < d_txt): the closest a rectangular map gets to the identity
+(:func:`~explore.methods.lfm.initial_projection`).
 """
 
 from __future__ import annotations
@@ -21,38 +22,30 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from explore.backbone.models import Preprocess, default_preprocess, load_batch
 from explore.data.types import ImageSplit
-from explore.methods.lfm import (
-    LFMParams,
-    PairSampler,
-    cosine_logits_unit_text,
-    mix,
-    mms_loss,
-    pair_probabilities,
-    sample_lambda,
-    soft_cross_entropy,
-    text_distance,
-    unit_text_rows,
-)
+from explore.methods.params import LFMParams
 from explore.plugins import Plugins
 from explore.recipes._recipe import NO_NAMES, Recipe, RecipeError, ReferenceRecipe
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
 from explore.text_encoder import class_text_features
-from explore.training.full import FullPlan, FullSetup
-from explore.training.head import DeviceRows, HeadTrainConfig, train_seeds
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit, SeedResult
 
-__all__ = ["LFMRecipe", "LFMTrialParams", "TextCosineClassifier", "initial_projection",
-           "lfm_plugins"]
+if TYPE_CHECKING:  # torch (and the maths, which uses it) is imported where LFM trains
+    import torch
+    from torch import nn
+
+    from explore.backbone.models import Preprocess
+    from explore.training.full import FullPlan, FullSetup
+    from explore.training.head import DeviceRows
+
+__all__ = ["LFMRecipe", "LFMTrialParams", "lfm_plugins"]
 
 
 @dataclass(frozen=True)
@@ -64,76 +57,6 @@ class LFMTrialParams(LFMParams):
     control that isolates what local feature mixup adds."""
 
 
-class TextCosineClassifier(nn.Module):
-    """LFM's classifier in both stages: logits ``scale · cos(project(f), f_T,c)`` against
-    fixed text features (rows by class), normalised once and again only when the buffer is
-    replaced, written or cast.
-
-    Stage 2 (head mode, :meth:`stage2`): ``project`` is the learned ``W_I``, ``f ↦ W_Iᵀ f``
-    from :func:`initial_projection`. Stage 1 (full mode, :meth:`stage1`): ``W_I`` at the
-    identity; when the backbone's feature width differs from the text width, ``project`` is
-    the image encoder's last layer, a trainable linear map to the text width.
-    """
-
-    def __init__(self, text_features: np.ndarray, scale: float, project: nn.Module) -> None:
-        super().__init__()
-        text = torch.as_tensor(np.asarray(text_features), dtype=torch.float32, device="cpu")
-        self.register_buffer("text", text / text.norm(dim=1, keepdim=True))
-        self.scale = float(scale)
-        self.project = project
-        self._unit: tuple[torch.Tensor, int, torch.dtype, torch.Tensor] | None = None
-
-    @classmethod
-    def stage2(cls, d_img: int, text_features: np.ndarray, scale: float,
-               seed: int) -> TextCosineClassifier:
-        d_txt = int(np.asarray(text_features).shape[1])
-        return cls(text_features, scale, _Projection(initial_projection(d_img, d_txt, seed)))
-
-    @classmethod
-    def stage1(cls, feature_dim: int, text_features: np.ndarray,
-               scale: float) -> TextCosineClassifier:
-        d_txt = int(np.asarray(text_features).shape[1])
-        project = nn.Identity() if feature_dim == d_txt else nn.Linear(feature_dim, d_txt)
-        return cls(text_features, scale, project)
-
-    @property
-    def projection(self) -> torch.Tensor:
-        """``W_I`` (d_img×d_txt) of a stage-2 classifier."""
-        if not isinstance(self.project, _Projection):
-            raise AttributeError("only a stage-2 classifier has a projection matrix W_I")
-        return self.project.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # = cosine_logits(project(x), None, text, scale), the text rows normalised once.
-        text = self.get_buffer("text")
-        unit = self._unit
-        if unit is None or unit[0] is not text or unit[1] != text._version or unit[2] != x.dtype:
-            unit = (text, text._version, x.dtype, unit_text_rows(text.to(x.dtype)).detach())
-            self._unit = unit
-        return cosine_logits_unit_text(self.project(x), None, unit[3], self.scale)
-
-
-class _Projection(nn.Module):
-    """``f ↦ W_Iᵀ f`` (rows: ``f @ W_I``) with ``W_I`` learned."""
-
-    def __init__(self, initial: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(initial)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight.to(x.dtype)
-
-
-def initial_projection(d_img: int, d_txt: int, seed: int) -> torch.Tensor:
-    """Identity when square; else seeded orthonormal columns/rows (see module docstring)."""
-    if d_img == d_txt:
-        return torch.eye(d_img, device="cpu")
-    g = torch.Generator().manual_seed(seed)
-    big, small = max(d_img, d_txt), min(d_img, d_txt)
-    q, _ = torch.linalg.qr(torch.randn(big, small, generator=g, device="cpu"))  # orthonormal columns
-    return (q if d_img >= d_txt else q.T).contiguous()
-
-
 def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
                 fetch: Callable[[np.ndarray, torch.device], torch.Tensor]) -> Plugins:
     """LFM's loss (soft-label CE, hard-label CE without mixup, or MMS) and its mixup.
@@ -142,6 +65,19 @@ def lfm_plugins(labels: np.ndarray, text: np.ndarray, params: LFMTrialParams,
     rows in head mode, preprocessed images in full mode). Each batch is replaced by as
     many freshly drawn text-guided pairs; the batch only sets their number.
     """
+    import torch
+    import torch.nn.functional as F
+
+    from explore.methods.lfm import (
+        PairSampler,
+        mix,
+        mms_loss,
+        pair_probabilities,
+        sample_lambda,
+        soft_cross_entropy,
+        text_distance,
+    )
+
     labels = np.asarray(labels, dtype=np.int64)
     C = int(text.shape[0])
     counts = np.bincount(labels, minlength=C)
@@ -198,15 +134,21 @@ def _scale(params: LFMTrialParams) -> float:
 
 def _feature_rows(features: torch.Tensor) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
     """Rows of the training features where they are (the trial's device)."""
+    import torch
+
     return lambda idx, device: features[torch.from_numpy(idx).to(features.device)].to(device)
 
 
 def _image_rows(split: ImageSplit, preprocess: Preprocess,
                 ) -> Callable[[np.ndarray, torch.device], torch.Tensor]:
+    from explore.backbone.models import load_batch
+
     return lambda idx, device: load_batch(split, idx, preprocess).to(device)
 
 
 def _stage1_classifier(text: np.ndarray, scale: float, feature_dim: int) -> nn.Module:
+    from explore.methods.lfm import TextCosineClassifier
+
     return TextCosineClassifier.stage1(feature_dim, text, scale)
 
 
@@ -226,6 +168,9 @@ def _check_counts(counts: np.ndarray, params: LFMTrialParams) -> None:
 def _fit(features: FeatureSet, thresholds: SplitThresholds, head: HeadTrainConfig,
          params: LFMTrialParams, seeds: Sequence[int],
          device: torch.device | None = None) -> Fit:
+    from explore.methods.lfm import TextCosineClassifier
+    from explore.training.head import train_seeds
+
     inputs = TrialInputs(features, None, thresholds, head)
     data = head_data(inputs)
     _check_counts(data.counts, params)
@@ -277,6 +222,9 @@ class LFMRecipe(Recipe[LFMTrialParams]):
         return _fit(inputs.features, inputs.thresholds, inputs.head, params, seeds, inputs.device)
 
     def full_plan(self, params: LFMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        from explore.backbone.models import default_preprocess
+        from explore.training.full import FullPlan
+
         dataset = setup.dataset
         _check_counts(dataset.class_counts(), params)
         text, encoder = class_text_features(dataset.classes, params.prompt)

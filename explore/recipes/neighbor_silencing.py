@@ -21,36 +21,29 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from explore.data.types import ImageSplit, LongTailDataset
-from explore.methods.neighbor_silencing import (
-    NSLoss,
-    NSParams,
-    aux_per_target_counts,
-    drop_aux_logits,
-    epoch_indices,
-    find_neighbors,
-    fitting_base_count,
-    neighbor_matrix,
-    select_aux_classes,
-)
+from explore.methods.params import NSParams
 from explore.methods.prototypes import class_means
 from explore.plugins import Plugins
 from explore.recipes._recipe import NO_NAMES, Recipe, RecipeError
 from explore.splits import Split
 from explore.store import FeatureSet
-from explore.training.full import FullModeError, FullPlan, FullSetup
-from explore.training.head import DeviceRows, HeadData, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
 
-__all__ = ["NSProblem", "NSTrialParams", "NeighborSilencingRecipe", "TargetsAtTest",
-           "build_ns_problem", "ns_plugins", "ns_training_split"]
+if TYPE_CHECKING:  # torch (and the maths, which uses it) is imported where the method trains
+    import torch
+    from torch import nn
+
+    from explore.training.full import FullPlan, FullSetup
+    from explore.training.head import DeviceRows, HeadData
+
+__all__ = ["NSProblem", "NSTrialParams", "NeighborSilencingRecipe", "build_ns_problem",
+           "ns_plugins", "ns_training_split"]
 
 NO_AUX = ("neighbor_silencing needs an auxiliary pool and this data has none: use "
           "dataset=fashion_mnist_lt_open, or features= with aux.npz and aux_classes.txt")
@@ -93,25 +86,15 @@ class NSProblem:
         return len(self.counts)
 
 
-class TargetsAtTest(nn.Module):
-    """A linear head over targets + auxiliary classes; eval mode drops the auxiliary logits."""
-
-    def __init__(self, d: int, num_targets: int, num_classes: int, seed: int) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.linear = nn.Linear(d, num_classes, device="cpu")  # the same weights on any device
-        self.num_targets = num_targets
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x)
-        return z if self.training else drop_aux_logits(z, self.num_targets)
-
-
 def ns_plugins(counts: np.ndarray, neighbor: np.ndarray, lambda_s: float, num_targets: int,
                aux_cap: int, device: torch.device | None = None) -> Plugins:
     """The neighbor-silencing loss with the epoch's counts (auxiliary ones capped), and the
     epoch sampler: every target sample, at most ``aux_cap`` per auxiliary class. Its tables
     are built on ``device`` (default: the CPU; else where the logits are)."""
+    import torch
+
+    from explore.methods.neighbor_silencing import NSLoss, epoch_indices
+
     n = torch.as_tensor(np.asarray(counts), dtype=torch.float32, device=device or "cpu")
     nb = torch.as_tensor(np.asarray(neighbor), dtype=torch.bool, device=device or "cpu")
     ns = NSLoss(n, nb, lambda_s)  # = ns_loss(·, ·, n, nb, lambda_s), its tables built once
@@ -173,6 +156,11 @@ def _neighbors_from_map(uri: str, targets: tuple[str, ...],
 def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tuple[str, ...],
                              aux: tuple[np.ndarray, np.ndarray, list[str]],
                              ) -> tuple[list[list[int]], str, int]:
+    from explore.methods.neighbor_silencing import (
+        aux_per_target_counts,
+        find_neighbors,
+        fitting_base_count,
+    )
     from explore.text_encoder import class_text_features
 
     aux_x, aux_y, aux_names = aux
@@ -203,6 +191,8 @@ def _neighbors_by_similarity(params: NSTrialParams, data: HeadData, targets: tup
 
 def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) -> NSProblem:
     """Pick the auxiliary classes and lay out targets + auxiliary samples (no seed involved)."""
+    from explore.methods.neighbor_silencing import neighbor_matrix, select_aux_classes
+
     aux = _aux_pool(fset)
     aux_x, aux_y, aux_names = aux
     targets = tuple(fset.classes)
@@ -234,6 +224,8 @@ def build_ns_problem(fset: FeatureSet, params: NSTrialParams, data: HeadData) ->
 def ns_training_split(dataset: LongTailDataset, aux_classes: Sequence[str]) -> ImageSplit:
     """Target train images, then the images of the chosen auxiliary classes, class
     ``aux_classes[k]`` relabelled L+k (the layout of the head-mode label space)."""
+    from explore.training.full import FullModeError
+
     if dataset.aux is None or dataset.train.images is None or dataset.aux.images is None:
         raise FullModeError("neighbor silencing in full mode needs in-memory target and "
                             "auxiliary images: use an open-set dataset, e.g. "
@@ -269,6 +261,9 @@ class NeighborSilencingRecipe(Recipe[NSTrialParams]):
                 raise RecipeError(str(exc)) from None
 
     def fit_head(self, inputs: TrialInputs, params: NSTrialParams, seeds: Sequence[int]) -> Fit:
+        from explore.methods.neighbor_silencing import TargetsAtTest
+        from explore.training.head import train_seeds
+
         data = head_data(inputs)
         problem = build_ns_problem(inputs.features, params, data)
 
@@ -283,6 +278,8 @@ class NeighborSilencingRecipe(Recipe[NSTrialParams]):
         return Fit(results, problem.resolved)
 
     def full_plan(self, params: NSTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        from explore.training.full import FullModeError, FullPlan
+
         if setup.dataset.aux is None or "aux" not in setup.features.splits:
             raise FullModeError("neighbor silencing needs auxiliary images: use an open-set "
                                 "dataset, e.g. dataset=fashion_mnist_lt_open")

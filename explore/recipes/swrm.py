@@ -21,32 +21,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from explore.methods.baselines import cross_entropy_loss
+from explore.methods.params import DySWRMParams, SWRMParams
 from explore.methods.prototypes import class_means
-from explore.methods.swrm import (
-    DySWRMParams,
-    DySWRMSimilarity,
-    SWRMParams,
-    confusion_update,
-    effective_perplexity,
-    initial_similarity,
-    similarity_objective,
-    swrm_loss,
-    swrm_terms,
-    tsne_coordinates,
-    tsne_learning_rate,
-)
 from explore.plugins import Plugins
 from explore.recipes._recipe import Recipe, RecipeError
-from explore.training.full import FullPlan, FullSetup, method_start
-from explore.training.head import DeviceRows, seeded_linear, train_seeds
 from explore.training.inputs import DataFacts, TrialInputs, head_data
 from explore.training.outcome import Fit
+
+if TYPE_CHECKING:  # torch (and the maths, which uses it) is imported where the methods train
+    import torch
+
+    from explore.training.full import FullPlan, FullSetup
+    from explore.training.head import DeviceRows
 
 __all__ = ["DRW_FRACTION", "DySWRMRecipe", "DySWRMTrialParams", "SWRMRecipe", "SWRMTrialParams",
            "dyswrm_plugins", "swrm_plugins"]
@@ -100,6 +90,11 @@ def swrm_plugins(counts: np.ndarray, coords: np.ndarray, params: SWRMParams,
     """Eq. (4) with the fixed weights and margins of ``coords`` from ``start_epoch`` on,
     plain CE before it. Records the margins' mean and max. The weights and margins are
     kept on ``device`` (default: the CPU; moved to the logits' device if those differ)."""
+    import torch
+
+    from explore.methods.baselines import cross_entropy_loss
+    from explore.methods.swrm import swrm_loss, swrm_terms
+
     weights, margins = swrm_terms(np.asarray(counts, np.float64), np.asarray(coords), params)
     w = torch.as_tensor(weights, dtype=torch.float32, device=device or "cpu")
     m = torch.as_tensor(margins, dtype=torch.float32, device=device or "cpu")
@@ -128,6 +123,17 @@ def dyswrm_plugins(counts: np.ndarray, init_coords: np.ndarray, params: DySWRMPa
     and in how many epochs the class order of ``s`` changed. ``s`` and the sums live on
     ``device`` (head mode: the trial's); else, with ``use_gpu``, on this worker's GPU
     (NCCL all-reduces CUDA tensors)."""
+    import torch
+
+    from explore.methods.baselines import cross_entropy_loss
+    from explore.methods.swrm import (
+        DySWRMSimilarity,
+        confusion_update,
+        similarity_objective,
+        swrm_loss,
+        swrm_terms,
+    )
+
     if device is None:
         device = (torch.device("cuda", torch.cuda.current_device())
                   if use_gpu and torch.cuda.is_available() else torch.device("cpu"))
@@ -222,12 +228,16 @@ def _check_window(W: int, facts: DataFacts) -> None:
 
 def _tsne_settings(perplexity: float, learning_rate: float | None,
                    num_classes: int) -> dict[str, float]:
+    from explore.methods.swrm import effective_perplexity, tsne_learning_rate
+
     lr = tsne_learning_rate(num_classes) if learning_rate is None else float(learning_rate)
     return {"tsne_perplexity": effective_perplexity(perplexity, num_classes),
             "tsne_learning_rate": lr}
 
 
 def _coordinates(prototypes: np.ndarray, tsne: dict[str, float], seed: int) -> np.ndarray:
+    from explore.methods.swrm import tsne_coordinates
+
     return tsne_coordinates(prototypes, seed, tsne["tsne_perplexity"], tsne["tsne_learning_rate"])
 
 
@@ -243,6 +253,8 @@ class SWRMRecipe(Recipe[SWRMTrialParams]):
         _check_window(params.W, facts)
 
     def fit_head(self, inputs: TrialInputs, params: SWRMTrialParams, seeds: Sequence[int]) -> Fit:
+        from explore.training.head import seeded_linear, train_seeds
+
         data = head_data(inputs)
         tsne = _tsne_settings(params.tsne_perplexity, params.tsne_learning_rate, data.num_classes)
         protos = class_means(data.train[0], data.train[1], data.num_classes)
@@ -256,6 +268,8 @@ class SWRMRecipe(Recipe[SWRMTrialParams]):
         return Fit(train_seeds(seeds, data, inputs.head, make, device=inputs.device), resolved)
 
     def full_plan(self, params: SWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        from explore.training.full import FullPlan
+
         counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,
                                                    params.tsne_learning_rate)
         plugins = functools.partial(swrm_plugins, counts, _coordinates(protos, tsne, seed),
@@ -277,11 +291,15 @@ class DySWRMRecipe(Recipe[DySWRMTrialParams]):
 
     def _init(self, params: DySWRMTrialParams, protos: np.ndarray | None,
               tsne: dict[str, float], num_classes: int, seed: int) -> np.ndarray:
+        from explore.methods.swrm import initial_similarity
+
         coords = _coordinates(protos, tsne, seed) if protos is not None else None
         return initial_similarity(num_classes, params.init, seed, coords)
 
     def fit_head(self, inputs: TrialInputs, params: DySWRMTrialParams,
                  seeds: Sequence[int]) -> Fit:
+        from explore.training.head import seeded_linear, train_seeds
+
         data = head_data(inputs)
         tsne = _tsne_settings(params.tsne_perplexity, params.tsne_learning_rate, data.num_classes)
         protos = (class_means(data.train[0], data.train[1], data.num_classes)
@@ -298,6 +316,8 @@ class DySWRMRecipe(Recipe[DySWRMTrialParams]):
         return Fit(train_seeds(seeds, data, inputs.head, make, device=inputs.device), resolved)
 
     def full_plan(self, params: DySWRMTrialParams, setup: FullSetup, seed: int) -> FullPlan:
+        from explore.training.full import FullPlan
+
         counts, protos, tsne, start = _full_inputs(params, setup, params.tsne_perplexity,
                                                    params.tsne_learning_rate)
         init = self._init(params, protos if params.init == "tsne" else None, tsne,
@@ -312,6 +332,8 @@ def _full_inputs(params: SWRMTrialParams | DySWRMTrialParams, setup: FullSetup,
                  perplexity: float, learning_rate: float | None,
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float], int]:
     """(training counts, CE-backbone prototypes, t-SNE settings, deferral start epoch)."""
+    from explore.training.full import method_start
+
     L = setup.dataset.num_classes
     if params.W > L:
         raise RecipeError(f"W={params.W} must be <= the number of classes C={L}")

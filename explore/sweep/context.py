@@ -8,11 +8,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from explore.backbone.loop import BackboneTrainConfig
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.registry import DatasetConfig
 from explore.results.layout import SweepLayout
 from explore.results.rows import Provenance
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 
 __all__ = ["FullTrialContext", "HeadTrialContext", "TrialContext", "TrialMode"]
 

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from explore.backbone.loop import BackboneTrainConfig
 from explore.backbone.models import load_batch
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.types import ImageSplit, LongTailDataset
 from explore.evaluation import evaluate_logits
 from explore.plugins import Plugins
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.outcome import SeedResult
 
 __all__ = ["FullModeError", "FullPlan", "FullSetup", "method_start", "run_full_seeds"]

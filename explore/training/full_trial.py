@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from explore.backbone.loop import BackboneTrainConfig
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.registry import DatasetConfig
 from explore.data.types import LongTailDataset
 from explore.splits import SplitThresholds
@@ -22,7 +22,7 @@ from explore.store import FeatureSet
 from explore.store.documents import read_json, write_json
 from explore.store.uri import is_s3, resolve
 from explore.training.full import FullPlan, FullSetup, run_full_seeds
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.outcome import Fit, SeedResult
 
 __all__ = ["full_setup", "run_full_configuration", "seed_result_from_json", "seed_result_json"]

@@ -5,14 +5,19 @@ about the data that knob validation needs before any trial runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from explore.splits import SplitThresholds
 from explore.store import FeatureSet
-from explore.training.head import HeadData, HeadTrainConfig
-from explore.training.posthoc import PosthocInputs
+from explore.training.head_config import HeadTrainConfig
+
+if TYPE_CHECKING:  # no torch to describe a trial's inputs (the sweep driver does)
+    import torch
+
+    from explore.training.head import HeadData
+    from explore.training.posthoc import PosthocInputs
 
 __all__ = ["DataFacts", "TrialInputs", "head_data", "splits_of"]
 
@@ -35,6 +40,12 @@ class DataFacts:
         return int((~self.thresholds.few_mask(self.counts)).sum())
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class TrialInputs:
     features: FeatureSet
@@ -42,7 +53,7 @@ class TrialInputs:
     thresholds: SplitThresholds
     head: HeadTrainConfig = field(default_factory=HeadTrainConfig)
     """How heads on these features train (the sweep's ``head`` group)."""
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=_cpu)
     """Where the trial's heads train and are evaluated: the GPU Ray assigned the trial,
     else the CPU (``explore.sweep.trial.trial_device``). Every tensor of the trial lives
     there; the features are copied there once."""
@@ -50,6 +61,8 @@ class TrialInputs:
 
 def head_data(inputs: TrialInputs) -> HeadData:
     """The trial's splits as arrays, with training counts and each class's split."""
+    from explore.training.head import HeadData
+
     fset = inputs.features
     counts = np.bincount(fset.train.labels, minlength=fset.num_classes)
     val = None

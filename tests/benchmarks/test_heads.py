@@ -18,6 +18,7 @@ from benchmarks.heads import Shape, case_shape, floor_epochs, floor_seeds, head_
 from benchmarks.synthetic import LongTailSize, Problem, make_aux_split, make_feature_set
 from explore.methods.lfm import (
     PairSampler,
+    TextCosineClassifier,
     cosine_logits,
     cosine_logits_unit_text,
     pair_probabilities,
@@ -27,11 +28,11 @@ from explore.methods.lfm import (
 from explore.methods.neighbor_silencing import NSLoss, ns_loss
 from explore.methods.swrm import DySWRMParams, standardise, swrm_loss, swrm_terms
 from explore.plugins import Plugins
-from explore.recipes.lfm import TextCosineClassifier
 from explore.recipes.swrm import dyswrm_plugins
 from explore.splits import SplitThresholds
 from explore.text_encoder import class_text_features
-from explore.training.head import HeadTrainConfig, fit_head, predict_logits, top1
+from explore.training.head import fit_head, predict_logits, top1
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from tests.support.torch_threads import one_torch_thread
 

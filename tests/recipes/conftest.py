@@ -7,7 +7,7 @@ import json
 import pytest
 
 from explore.splits import SplitThresholds
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from tests.support.synthetic import feature_set
 from tests.support.torch_threads import one_torch_thread
@@ -35,9 +35,11 @@ def neighbor_map(tmp_path_factory) -> str:
 
 
 class PluginSpy:
-    """Wraps a recipe module's ``train_seeds`` to keep the model and plug-ins each seed
-    trained with: tests then check them against independent computations (the real loop
-    still runs, and trains the very models kept here)."""
+    """Wraps ``train_seeds`` (which a recipe module imports where it trains) to keep the
+    model and plug-ins each seed trained with: tests then check them against independent
+    computations (the real loop still runs, and trains the very models kept here).
+    ``module``: the recipe module under test (its fit imports ``train_seeds`` from
+    ``explore.training.head`` when it runs, so that is where the spy goes)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, module) -> None:
         from explore.training import head
@@ -54,7 +56,8 @@ class PluginSpy:
 
             return real(seeds, data, cfg, recorded, device=device, train=train)
 
-        monkeypatch.setattr(module, "train_seeds", spy)
+        assert not hasattr(module, "train_seeds"), "the recipe imports train_seeds where it trains"
+        monkeypatch.setattr(head, "train_seeds", spy)
 
 
 @pytest.fixture()

@@ -18,6 +18,7 @@ from explore.evaluation import evaluate_logits
 from explore.methods.alphanet import (
     AlphaNetParams,
     StackedAlphaNetworks,
+    WideAlphaNetworks,
     combine,
     epoch_sample_indices,
 )
@@ -26,7 +27,6 @@ from explore.recipes.alphanet import (
     AlphaNetRecipe,
     _EpochSampler,
     _select_epochs,
-    _WideStack,
     evaluate_alphanet,
     fit_alphanet,
     train_alphanet,
@@ -115,7 +115,7 @@ def test_epoch_sampler_draws_what_epoch_sample_indices_draws(problem):
 def test_wide_stack_computes_what_the_stacked_networks_compute():
     torch.manual_seed(0)
     stack = StackedAlphaNetworks(in_dim=12, k=3, hidden=8, seeds=[3, 4, 5])
-    wide = _WideStack(stack)
+    wide = WideAlphaNetworks(stack)
     shared = torch.randn(5, 12)
     torch.testing.assert_close(wide(shared), stack(shared))
     per_seed = torch.randn(3, 5, 12)

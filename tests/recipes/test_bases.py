@@ -17,7 +17,8 @@ from explore.recipes import RECIPES, BaseRecipe, get_recipe
 from explore.recipes._recipe import evaluate_classifier
 from explore.recipes.bases import BaseSpec, TauNormTrialParams, train_base
 from explore.splits import SplitThresholds
-from explore.training.head import HeadTrainConfig, fit_head
+from explore.training.head import fit_head
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs
 from explore.training.posthoc import LinearClassifier
 from tests.support.synthetic import feature_arrays

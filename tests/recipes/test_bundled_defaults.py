@@ -14,7 +14,7 @@ from explore.methods.neighbor_silencing import fitting_base_count
 from explore.recipes import get_recipe
 from explore.recipes import lfm as lfm_recipe
 from explore.recipes.neighbor_silencing import build_ns_problem
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import head_data
 
 LFM_STAGE2 = HeadTrainConfig(epochs=10, batch_size=32, lr=0.01, optimizer="adam", weight_decay=0.0,

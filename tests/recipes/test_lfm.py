@@ -7,11 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explore.methods.lfm import pair_probabilities, sample_lambda, sample_pairs
+from explore.methods.lfm import (
+    TextCosineClassifier,
+    initial_projection,
+    pair_probabilities,
+    sample_lambda,
+    sample_pairs,
+)
 from explore.plugins import Plugins
 from explore.recipes import get_recipe
 from explore.recipes import lfm as lfm_recipe
-from explore.recipes.lfm import TextCosineClassifier, initial_projection
 from explore.text_encoder import class_text_features
 from explore.training.head import fit_head
 from explore.training.inputs import head_data

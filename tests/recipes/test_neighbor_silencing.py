@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from explore.methods.neighbor_silencing import TargetsAtTest
 from explore.recipes import RecipeError, get_recipe
 from explore.recipes import neighbor_silencing as ns_recipe
 from explore.recipes.bases import logit_adjusted_loss
-from explore.recipes.neighbor_silencing import TargetsAtTest, build_ns_problem
+from explore.recipes.neighbor_silencing import build_ns_problem
 from explore.splits import SplitThresholds
 from explore.training.inputs import TrialInputs, head_data
 from tests.recipes.conftest import FAST

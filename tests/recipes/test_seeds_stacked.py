@@ -20,7 +20,8 @@ from explore.recipes import neighbor_silencing as ns_recipe
 from explore.recipes import swrm as swrm_recipe
 from explore.recipes.alphanet import train_alphanet
 from explore.recipes.bases import BaseSpec, train_base
-from explore.training.head import HeadTrainConfig, fit_heads, predict_logits, seeded_linear
+from explore.training.head import fit_heads, predict_logits, seeded_linear
+from explore.training.head_config import HeadTrainConfig
 from explore.training.inputs import TrialInputs, splits_of
 from explore.training.posthoc import build_posthoc_inputs
 from tests.recipes.conftest import FAST

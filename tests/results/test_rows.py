@@ -7,7 +7,7 @@ import json
 from explore.recipes import get_recipe
 from explore.results.rows import Provenance, build_row
 from explore.splits import SplitThresholds
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.outcome import SeedResult
 
 PROV = Provenance(sweep_id="s", space="swrm_window", mode="head", dataset="d", feature_key="fk",

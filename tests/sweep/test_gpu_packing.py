@@ -102,9 +102,9 @@ def test_full_mode_workers_are_placed_by_gpu_and_train_on_the_cpu(gpu_head, tmp_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_full_mode_trains_on_cuda_with_use_gpu(ray_cluster, tmp_path):
     """With a real GPU: ``backbone.use_gpu=true`` workers hold a GPU each and train on it."""
-    from explore.backbone.loop import BackboneTrainConfig
     from explore.backbone.models import ModelSpec
     from explore.backbone.ray_job import run_backbone_job
+    from explore.backbone.train_config import BackboneTrainConfig
     from tests.training.test_full import images
 
     train = images([0] * 40 + [1] * 20 + [2] * 10)

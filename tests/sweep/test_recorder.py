@@ -16,7 +16,7 @@ from explore.splits import SplitThresholds
 from explore.sweep.context import HeadTrialContext
 from explore.sweep.recorder import RowRecorder
 from explore.sweep.reports import STORAGE_ERROR, EpochReports, final_report, summarize_rows
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from explore.training.outcome import SeedResult
 
 SEEDS = (3, 4)

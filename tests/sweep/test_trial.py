@@ -24,7 +24,7 @@ from explore.sweep.reports import (
     summarize_rows,
 )
 from explore.sweep.trial import _epochs_reported, rows_of_trial
-from explore.training.head import HeadTrainConfig
+from explore.training.head_config import HeadTrainConfig
 from tests.support.synthetic import feature_set
 
 HEAD = HeadTrainConfig(epochs=3, batch_size=64)

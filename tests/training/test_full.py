@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from explore.backbone.loop import BackboneTrainConfig, train_backbone
+from explore.backbone.loop import train_backbone
 from explore.backbone.models import ModelSpec, Preprocess
+from explore.backbone.train_config import BackboneTrainConfig
 from explore.data.types import ImageSplit, LongTailDataset
 from explore.methods.lfm import draw_partners
 from explore.methods.swrm import DySWRMParams, SWRMParams, window_weights_and_margins
@@ -244,12 +245,12 @@ def test_lfm_stage1_logits_are_cosines_against_the_text_features():
     """Full-mode LFM trains the backbone against the fixed text-cosine classifier (W_I = I;
     a learned map to the text width when the widths differ), not a linear head."""
     from explore.backbone.models import ModelSpec, load_batch
-    from explore.recipes.lfm import TextCosineClassifier
+    from explore.methods.lfm import TextCosineClassifier
     from explore.splits import SplitThresholds
     from explore.store import FeatureSet, FeatureSplit
     from explore.text_encoder import class_text_features
     from explore.training.full import FullSetup
-    from explore.training.head import HeadTrainConfig
+    from explore.training.head_config import HeadTrainConfig
 
     classes = ("T-shirt", "Trouser", "Sneaker")
     train = images([0] * 6 + [1] * 4 + [2] * 2)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from explore.plugins import Plugins
-from explore.training.head import HeadTrainConfig, fit_head, reporting_epochs, select_epoch
+from explore.training.head import fit_head, reporting_epochs, select_epoch
+from explore.training.head_config import HeadTrainConfig
 from tests.support.synthetic import feature_arrays
 
 
