@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -64,7 +65,7 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
     from explore.store import FeatureStore
     from explore.sweep.cluster import init_ray
     from explore.sweep.tuning import SweepInterruptedError, run_trials
-    from explore.sweep.workers import WorkerPool
+    from explore.sweep.workers import WorkerPool, release_idle_workers
 
     overrides = list(overrides or [])
     raw = {k: v for k, v in raw.items() if k not in SWITCHES}  # not the sweep's
@@ -92,6 +93,8 @@ def run(cfg: SweepConfig, raw: dict[str, Any], overrides: list[str] | None = Non
             # Workers start (import torch, the recipes) while the driver prepares the inputs.
             pool = WorkerPool.for_sweep(cfg, _trials_at_once(cfg))
             cleanup.callback(pool.close)
+        elif os.environ.get("RAY_ADDRESS"):
+            release_idle_workers()  # a Tune run uses none: their CPUs/GPUs are its to take
         phases.mark("ray")
         prepared = prepare(cfg, recipe, store)
         reference = prepared.reference

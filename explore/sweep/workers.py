@@ -173,15 +173,16 @@ class WorkerPool:
                 ray.kill(self.workers[slot], no_restart=True)
 
 
-def release_idle_workers(keep_prefix: str) -> None:
+def release_idle_workers(keep_prefix: str | None = None) -> None:
     """Ask every detached worker whose name does not start with ``keep_prefix`` (other
-    code, other resources) to end if it is idle: a worker busy with another sweep's trial
-    is left alone."""
+    code, other resources; None: every worker, for a sweep that runs on none, a Tune run)
+    to end if it is idle: a worker busy with another sweep's trial is left alone."""
     import ray
     from ray.util import list_named_actors
 
     for entry in list_named_actors(all_namespaces=True):
-        if entry.get("namespace") != NAMESPACE or entry["name"].startswith(keep_prefix):
+        if entry.get("namespace") != NAMESPACE or (
+                keep_prefix is not None and entry["name"].startswith(keep_prefix)):
             continue
         with contextlib.suppress(ValueError):  # ended meanwhile
             ray.get_actor(entry["name"], namespace=NAMESPACE).release_if_idle.remote()

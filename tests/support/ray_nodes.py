@@ -151,5 +151,5 @@ def end_detached_workers(ray: Any, timeout: float = 60.0) -> None:
               for a in ray.util.list_named_actors(all_namespaces=True)):
         if time.monotonic() > deadline:
             raise TimeoutError("detached trial workers did not end")
-        release_idle_workers(keep_prefix="\0")  # no worker name starts with it
+        release_idle_workers()
         time.sleep(0.5)
