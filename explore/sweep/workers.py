@@ -72,11 +72,12 @@ class TrialWorker:
     can answer while a trial runs)."""
 
     def __init__(self, idle_s: float) -> None:
+        import explore.sweep.trial  # noqa: F401  torch and the recipes, while the driver prepares
+
         self._trial = threading.Lock()
-        self._last_trial = time.monotonic()
+        self._last_trial = time.monotonic()  # the idle clock starts once the imports are done
         if idle_s > 0:
             threading.Thread(target=self._end_when_idle, args=(idle_s,), daemon=True).start()
-        import explore.sweep.trial  # noqa: F401  torch and the recipes, while the driver prepares
 
     def ready(self) -> str:
         """Answers once the worker has started (its node, for the logs)."""

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from explore.config import load
-from explore.sweep import search
+from explore.sweep import search, tune_search
 
 # Two configurations: k=2 is better overall, k=3 better on the few split.
 OVERALL = {2: 0.70, 3: 0.60}
@@ -30,8 +30,8 @@ def _study_after_two_trials(objective: str) -> optuna.Study:
     cfg = load(["alphanet_k", f"search.objective={objective}", "search.tolerance=2",
                 "space.k.high=3", "space.distance=euclidean"])
     storage = optuna.storages.InMemoryStorage()
-    searcher = search.searcher(cfg, cfg.space, "study", storage, REFERENCE_VAL_OVERALL)
-    assert searcher.set_search_properties(None, None, search.param_space(cfg.space))
+    searcher = tune_search.searcher(cfg, cfg.space, "study", storage, REFERENCE_VAL_OVERALL)
+    assert searcher.set_search_properties(None, None, tune_search.param_space(cfg.space))
     for i in range(2):
         config = searcher.suggest(f"t{i}")
         assert isinstance(config, dict)

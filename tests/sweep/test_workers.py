@@ -97,9 +97,9 @@ def test_an_idle_worker_ends_itself_and_a_stale_one_is_released(ray_cluster):
     ray = ray_cluster
     worker = ray.remote(TrialWorker).options(
         name="trial-worker-stale", namespace=NAMESPACE, lifetime="detached", num_cpus=0,
-        max_concurrency=2).remote(1.0)
+        max_concurrency=2).remote(3.0)
     ray.get(worker.ready.remote())
-    _wait_until(lambda: "trial-worker-stale" not in _worker_ids(ray), 30)  # idle 1 s: gone
+    _wait_until(lambda: "trial-worker-stale" not in _worker_ids(ray), 60)  # idle 3 s: gone
 
     stale = ray.remote(TrialWorker).options(
         name="trial-worker-stale", namespace=NAMESPACE, lifetime="detached", num_cpus=0,
